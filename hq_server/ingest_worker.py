@@ -1,0 +1,117 @@
+"""Carry device records from the broker into :class:`hq_server.ingest.Ingest`.
+
+The worker subscribes through an MQTT 5 shared subscription, so several workers can
+split the load. paho acknowledges each message to the broker as it arrives; that is
+fine because the device keeps the record until our own application ack, which is
+published only after the batch holding the record is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy.engine import Engine
+
+from protocol.topics import ALL_RECORDS_SHARED, ack_topic
+from hq_server.ingest import BatchResult, Ingest
+
+log = logging.getLogger(__name__)
+
+
+class IngestWorker:
+    def __init__(self, engine: Engine, *, host: str, port: int, username: str, password: str,
+                 client_id: str = "hq-ingest-1", batch_max: int = 500,
+                 batch_wait: float = 0.02) -> None:
+        self.ingest = Ingest(engine)
+        self.batch_max = batch_max
+        self.batch_wait = batch_wait
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.totals = BatchResult()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.host, self.port = host, port
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5)
+        client.username_pw_set(username, password)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=0.2, max_delay=5)
+        client.on_connect = self._on_connect
+        client.on_disconnect = lambda *a: self.connected.clear()
+        client.on_message = self._on_message
+        self.client = client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused HQ ingest: %s", reason_code)
+            return
+        client.subscribe(ALL_RECORDS_SHARED, qos=1)
+        self.connected.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        self.inbox.put((message.topic, bytes(message.payload)))
+
+    def start(self) -> IngestWorker:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 86400  # the broker queues records while we are down
+        self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="hq-ingest", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _next_batch(self) -> list[tuple[str, bytes]]:
+        try:
+            batch = [self.inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.batch_max:
+            try:
+                batch.append(self.inbox.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                result = self.ingest.process(batch)
+            except Exception:
+                # Nothing of the batch is committed and nothing is acked: the devices
+                # send those records again.
+                log.exception("ingest batch of %d failed; devices will resend", len(batch))
+                time.sleep(0.5)
+                continue
+            self.totals.posted += result.posted
+            self.totals.duplicates += result.duplicates
+            self.totals.rejected.update(result.rejected)
+            for device_id, ack in result.acks.items():
+                self.client.publish(ack_topic(device_id), ack.to_json(), qos=1)
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.is_set():
+                time.sleep(0.5)
+        finally:
+            self.stop()

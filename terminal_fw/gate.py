@@ -1,0 +1,100 @@
+"""The gate role: a member taps a count card and the turnstile opens for one visit.
+
+The decision is plain code (:func:`decide_visit`); :class:`Gate` carries it out:
+read the card, decide, write the card, commit the signed record durably, and only then
+report "open". A gate that cannot commit the record does not open.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol
+
+from protocol.card_state import CardState
+from protocol.record import Operation, SignedRecord, TransactionRecord
+from terminal_fw.identity import DeviceIdentity
+from terminal_fw.outbox import Outbox
+
+
+class CardAccess(Protocol):
+    """The card in the reader's field, as the gate sees it."""
+
+    def read(self) -> CardState: ...
+
+    def write(self, new_state: CardState) -> None: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+@dataclass(frozen=True)
+class VisitTaken:
+    new_state: CardState
+
+
+def decide_visit(state: CardState, product: str) -> VisitTaken | Refusal:
+    """Take one visit of ``product`` from the card, or say why not."""
+    if state.blocked:
+        return Refusal("card blocked")
+    left = state.visits_of(product)
+    if left <= 0:
+        return Refusal(f"no visits of {product} left")
+    visits = dict(state.visits)
+    visits[product] = left - 1
+    return VisitTaken(replace(state, visits=visits, counter=state.counter + 1))
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    opened: bool
+    reason: str = ""
+    record: SignedRecord | None = None
+
+
+class Gate:
+    def __init__(
+        self,
+        identity: DeviceIdentity,
+        outbox: Outbox,
+        product: str,
+        *,
+        operator: str = "",
+        clock: Callable[[], float] = time.time,
+        offline: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.identity = identity
+        self.outbox = outbox
+        self.product = product
+        self.operator = operator
+        self.clock = clock
+        self.offline = offline
+
+    def tap(self, card: CardAccess) -> GateDecision:
+        state = card.read()
+        outcome = decide_visit(state, self.product)
+        if isinstance(outcome, Refusal):
+            return GateDecision(False, outcome.reason)
+        new = outcome.new_state
+        card.write(new)
+        content = TransactionRecord(
+            device_id=self.identity.device_id,
+            seq=1,  # placeholder: the outbox assigns the real sequence and chain hash
+            prev_hash=bytes(32),
+            device_time_ms=int(self.clock() * 1000),
+            card_id=state.card_id,
+            operation=Operation.TAKE_VISIT,
+            store=self.identity.store,
+            product=self.product,
+            purse_before=state.purse_fen,
+            purse_after=new.purse_fen,
+            visits_before=state.visits_of(self.product),
+            visits_after=new.visits_of(self.product),
+            card_counter=new.counter,
+            operator=self.operator,
+            flags=1 if self.offline() else 0,
+        )
+        signed = self.outbox.append(content, self.identity.signing_key)
+        return GateDecision(True, "", signed)
