@@ -95,7 +95,7 @@ def hand_to_broker_user(directory: Path) -> None:
         pw = pwd.getpwnam("mosquitto")
     except KeyError:
         return
-    for root, dirs, files in os.walk(directory):
+    for root, _dirs, files in os.walk(directory):
         os.chown(root, pw.pw_uid, pw.pw_gid)
         for name in files:
             os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)

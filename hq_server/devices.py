@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from protocol.topics import DEVICE_ID
 from hq_server.schema import devices
+from protocol.topics import DEVICE_ID
 
 
 class RegistryError(ValueError):

@@ -15,22 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from itertools import islice
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from protocol.record import (
-    Reason,
-    RecordRejected,
-    SignedRecord,
-    check_chain_link,
-    decode_wire,
-    verify_wire,
-)
-from protocol.topics import Ack, device_of_topic
 from hq_server.devices import Device, load_device
 from hq_server.postings import postings_for, txn_id
 from hq_server.schema import (
@@ -41,6 +32,15 @@ from hq_server.schema import (
     quarantine,
     records,
 )
+from protocol.record import (
+    Reason,
+    RecordRejected,
+    SignedRecord,
+    check_chain_link,
+    decode_wire,
+    verify_wire,
+)
+from protocol.topics import Ack, device_of_topic
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
-from protocol.topics import ALL_RECORDS_SHARED, ack_topic
 from hq_server.ingest import BatchResult, Ingest
+from protocol.topics import ALL_RECORDS_SHARED, ack_topic
 
 log = logging.getLogger(__name__)
 

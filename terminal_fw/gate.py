@@ -8,8 +8,9 @@ report "open". A gate that cannot commit the record does not open.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 from protocol.card_state import CardState
 from protocol.record import Operation, SignedRecord, TransactionRecord

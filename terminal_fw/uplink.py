@@ -16,8 +16,8 @@ import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from protocol.topics import Ack, ack_topic, records_topic
 from terminal_fw.outbox import Outbox
