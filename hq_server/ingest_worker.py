@@ -35,6 +35,7 @@ class IngestWorker:
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.totals = BatchResult()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.host, self.port = host, port
@@ -47,6 +48,7 @@ class IngestWorker:
         client.on_connect = self._on_connect
         client.on_disconnect = lambda *a: self.connected.clear()
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self.client = client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -55,6 +57,13 @@ class IngestWorker:
             return
         client.subscribe(ALL_RECORDS_SHARED, qos=1)
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("broker refused HQ's subscription: %s", reason_codes)
+        else:
+            log.info("HQ ingest subscribed to device records")
+            self.subscribed.set()
 
     def _on_message(self, client, userdata, message) -> None:
         self.inbox.put((message.topic, bytes(message.payload)))
