@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from broker_config.render import BrokerFiles, render_password_broker
+from broker_config.render import BrokerFiles, MtlsBrokerFiles, render_password_broker
 
 
 def free_port() -> int:
@@ -97,3 +97,43 @@ class Broker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class MtlsBroker(Broker):
+    """One mosquitto process with a production (mutual TLS) config already rendered.
+
+    ``port`` is the devices listener; :attr:`service_port` the services one (None for
+    a store broker). :meth:`reload` sends SIGHUP: on mosquitto 2.0.11 that applies a
+    new CRL and ACL to new connections; queue limits need :meth:`restart`.
+    """
+
+    def __init__(self, files: MtlsBrokerFiles) -> None:  # noqa: D107 - no password files
+        self.mtls = files
+        self.directory = files.directory
+        self.port = files.device_port
+        self.service_port = files.service_port
+        self.users = {}
+        self.files = BrokerFiles(files.directory, files.device_port)
+        self.proc = None
+
+    def add_user(self, user: str, password: str) -> None:
+        raise TypeError("a mutual-TLS broker has no passwords: issue a certificate")
+
+    def restart(self, timeout: float = 10.0) -> MtlsBroker:
+        self.stop()
+        self.start(timeout)
+        return self
+
+    def start(self, timeout: float = 10.0) -> MtlsBroker:
+        super().start(timeout)
+        if self.service_port is not None:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.service_port), timeout=0.2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"services listener {self.service_port} not up") from None
+                    time.sleep(0.05)
+        return self
