@@ -105,6 +105,58 @@ counters = Table(
 )
 
 
+# --- enrolment and operators (issue 5) -------------------------------------------------
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("password_hash", String(255), nullable=False),  # argon2id, never the password
+    Column("role", String(16), nullable=False, server_default="admin"),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+enrolment_tokens = Table(
+    "enrolment_tokens",
+    metadata,
+    # SHA-256 of the token: a database dump does not let anyone enrol a device.
+    Column("token_hash", String(64), primary_key=True),
+    Column("store", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("used_at_ms", BigInteger),
+    Column("device_id", String(64)),
+)
+
+device_certificates = Table(
+    "device_certificates",
+    metadata,
+    # Decimal serial of an MQTT client certificate HQ's device CA issued to a device.
+    Column("serial", String(64), primary_key=True),
+    Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    Column("issued_at_ms", BigInteger, nullable=False),
+    Column("not_after_ms", BigInteger, nullable=False),
+    Column("revoked_at_ms", BigInteger),
+)
+Index("ix_device_certificates_device", device_certificates.c.device_id)
+
+device_events = Table(
+    "device_events",
+    metadata,
+    # Append-only audit of a device's life: enrolled, keys rolled, revoked.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+)
+Index("ix_device_events_device", device_events.c.device_id)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
