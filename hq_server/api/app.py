@@ -1,0 +1,184 @@
+"""The FastAPI application: enrolment for terminals, tokens and revocation for operators.
+
+Terminals authenticate with what they hold: a one-time token to enrol, their current
+signing key to roll keys. Operators authenticate with HTTP Basic over TLS against
+:mod:`hq_server.operators` (argon2id). Errors are JSON ``{"error": code, "message":
+words}`` with a status a client can act on; nothing secret (tokens, keys, passwords)
+is ever logged: tokens travel in request bodies, never in URLs.
+"""
+
+# No "from __future__ import annotations": FastAPI resolves the dependency annotations
+# of the route functions, which refer to names local to create_app().
+import datetime as dt
+import secrets
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from hq_server.enrolment import (
+    MAX_CSR_BYTES,
+    BrokerAddress,
+    DeviceAuthority,
+    EnrolmentError,
+    create_token,
+    enrol,
+    revoke_device,
+    roll_keys,
+)
+from hq_server.operators import AuthenticationFailed, Operator, authenticate
+from hq_server.schema import devices
+
+HEX_KEY = r"^[0-9a-fA-F]{64}$"
+
+STATUS_FOR = {
+    "bad_request": 400,
+    "unknown_token": 404,
+    "token_used": 409,
+    "token_expired": 410,
+    "unknown_device": 404,
+    "revoked": 403,
+    "bad_signature": 403,
+    "not_authenticated": 401,
+}
+
+
+class TokenRequest(BaseModel):
+    store: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    role: Literal["gate", "handheld", "kiosk"]
+    ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+
+
+class TokenResponse(BaseModel):
+    token: str = Field(description="Shown once; HQ keeps only its hash.")
+    store: str
+    role: str
+    expires_at_ms: int
+
+
+class EnrolRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+    public_key: str = Field(pattern=HEX_KEY, description="Ed25519 signing key, raw, hex.")
+    csr: str = Field(max_length=MAX_CSR_BYTES, description="PEM CSR for the MQTT client key.")
+
+
+class RollRequest(BaseModel):
+    public_key: str = Field(pattern=HEX_KEY)
+    csr: str = Field(max_length=MAX_CSR_BYTES)
+    issued_at_ms: int
+    signature: str = Field(pattern=r"^[0-9a-fA-F]{128}$",
+                           description="Ed25519 signature by the current key over "
+                           "protocol.enrolment.roll_message(...)")
+
+
+class BrokerOut(BaseModel):
+    host: str
+    port: int
+
+
+class EnrolResponse(BaseModel):
+    device_id: str
+    store: str
+    role: str
+    certificate: str
+    ca: str
+    broker: BrokerOut
+    config: dict[str, Any]
+
+
+class RevokeRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RevokeResponse(BaseModel):
+    device_id: str
+    status: str
+    revoked_certificates: list[str]
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    store: str
+    role: str
+    status: str
+    contiguous_through: int
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 410)}
+
+
+def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress) -> FastAPI:
+    app = FastAPI(title="OneCard HQ", version="1",
+                  description="HQ's API for terminals (enrolment) and operators.")
+    basic = HTTPBasic(auto_error=False, realm="OneCard HQ")
+
+    @app.exception_handler(EnrolmentError)
+    async def _refused(_request: Request, exc: EnrolmentError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Basic realm="OneCard HQ"'} if exc.code == "not_authenticated" else None
+        return JSONResponse({"error": exc.code, "message": exc.message},
+                            status_code=STATUS_FOR.get(exc.code, 400), headers=headers)
+
+    def operator(creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> Operator:
+        if creds is None:
+            raise EnrolmentError("not_authenticated", "operator name and password required")
+        try:
+            return authenticate(engine, creds.username, creds.password)
+        except AuthenticationFailed as exc:
+            raise EnrolmentError("not_authenticated", str(exc)) from None
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/enrolment-tokens", response_model=TokenResponse, status_code=201,
+              tags=["operators"], responses=ERRORS)
+    def new_token(body: TokenRequest, who: Annotated[Operator, Depends(operator)]) -> TokenResponse:
+        """Create a one-time enrolment token for a terminal of a store and role."""
+        issued = create_token(engine, body.store, body.role, who.username,
+                              dt.timedelta(seconds=body.ttl_seconds))
+        return TokenResponse(token=issued.token, store=issued.store, role=issued.role,
+                             expires_at_ms=issued.expires_at_ms)
+
+    @app.post("/v1/enrol", response_model=EnrolResponse, status_code=201, tags=["terminals"],
+              responses=ERRORS)
+    def enrol_device(body: EnrolRequest) -> EnrolResponse:
+        """Enrol a terminal: token + signing public key + CSR → identity and certificate."""
+        return EnrolResponse(**enrol(engine, authority, broker, body.token, body.public_key,
+                                     body.csr).to_json())
+
+    @app.post("/v1/devices/{device_id}/roll", response_model=EnrolResponse, tags=["terminals"],
+              responses=ERRORS)
+    def roll(device_id: str, body: RollRequest) -> EnrolResponse:
+        """Replace the device's keys; signed with its current key. Old ones die at once."""
+        return EnrolResponse(**roll_keys(
+            engine, authority, broker, device_id, body.public_key, body.csr,
+            body.issued_at_ms, body.signature).to_json())
+
+    @app.post("/v1/devices/{device_id}/revoke", response_model=RevokeResponse,
+              tags=["operators"], responses=ERRORS)
+    def revoke(device_id: str, body: RevokeRequest,
+               who: Annotated[Operator, Depends(operator)]) -> RevokeResponse:
+        """Revoke a device: the broker refuses it, HQ quarantines its records."""
+        serials = revoke_device(engine, authority, device_id, who.username, body.reason)
+        return RevokeResponse(device_id=device_id, status="revoked",
+                              revoked_certificates=[str(s) for s in serials])
+
+    @app.get("/v1/devices", response_model=list[DeviceOut], tags=["operators"],
+             responses=ERRORS)
+    def list_devices(_who: Annotated[Operator, Depends(operator)]) -> list[DeviceOut]:
+        with engine.connect() as conn:
+            rows = conn.execute(select(devices).order_by(devices.c.device_id)).mappings()
+            return [DeviceOut(**{k: r[k] for k in DeviceOut.model_fields}) for r in rows]
+
+    app.state.instance = secrets.token_hex(4)
+    return app
