@@ -17,8 +17,10 @@ sector trailers) and the simulator's chip model (which enforces them) must agree
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 
 #: The MIFARE Classic factory ("transport") key for key A and key B.
 TRANSPORT_KEY = b"\xff" * 6
@@ -68,15 +70,12 @@ def aes_cmac(key: bytes, message: bytes) -> bytes:
     """AES-128 CMAC (RFC 4493) of ``message``: 16 bytes."""
     if len(key) != 16:
         raise ValueError("AES-128 CMAC needs a 16-byte key")
-    k1, k2 = cmac_subkeys(key)
-    if message and len(message) % 16 == 0:
-        padded = message[:-16] + _xor(message[-16:], k1)
-    else:
-        rest = message + b"\x80" + bytes(15 - len(message) % 16)
-        padded = rest[:-16] + _xor(rest[-16:], k2)
-    return _cbc_mac(key, padded)
+    mac = CMAC(algorithms.AES(key))
+    mac.update(message)
+    return mac.finalize()
 
 
+@lru_cache(maxsize=4096)
 def an10922_aes128(master: bytes, uid: bytes, aid: bytes, system_id: bytes) -> bytes:
     """Diversify an AES-128 ``master`` key for one card, as NXP AN10922 §2.2.
 

@@ -57,6 +57,7 @@ class Operation(enum.IntEnum):
     RECALL = 8  # take the card back and wipe it (收缴)
     BLOCK = 9  # a denylisted card marked blocked on the card (挂失拦截)
     UID_VISIT = 10  # entry on a UID-only credential (ID card, QR), no value on the card
+    SELL_PASS = 11  # sell or renew a time pass on the card (办/续时段卡)
 
 
 class Flag(enum.IntFlag):
@@ -396,6 +397,9 @@ def check_consistency(r: TransactionRecord) -> None:
     elif op == Operation.ADD_VISITS:
         need(visits_delta > 0, "adding visits must raise the count")
         need(r.cash_fen >= 0, "visits are paid for, not paid out")
+    elif op == Operation.SELL_PASS:
+        need(visits_delta == 0, "a pass sale moves no visits")
+        need(purse_delta <= 0 and r.cash_fen >= 0, "a pass is paid for from the purse or in cash")
     elif op in (Operation.ISSUE, Operation.BLOCK, Operation.UID_VISIT):
         need(purse_delta == 0 and visits_delta == 0, "this operation moves no value")
     elif op == Operation.RECALL:
