@@ -47,8 +47,99 @@ def txn_id(device_id: str, seq: int) -> str:
     return f"{device_id}#{seq}"
 
 
-def postings_for(r: TransactionRecord) -> list[Entry]:
-    """The balanced entries that ``r`` posts. Zero-value lines are left out."""
+class UnknownAccount(ValueError):
+    """An account name outside the chart of accounts: a bug, never posted."""
+
+
+@dataclass(frozen=True)
+class AccountRule:
+    """What an account is: its kind, and whether its balance must stay a credit (>= 0)."""
+
+    kind: str  # liability / asset / revenue / expense / settlement / memo
+    credit_floor: bool
+
+
+_CARD_RULES = (
+    (":purse", AccountRule("liability", True)),
+    (":points", AccountRule("liability", True)),
+    (":unbacked", AccountRule("asset", False)),
+    (":unbacked_points", AccountRule("asset", False)),
+)
+_STORE_RULES = (
+    (":cash", AccountRule("asset", False)),
+    (":bonus_given", AccountRule("expense", False)),
+    (":points_issued", AccountRule("expense", False)),
+    (":settlement", AccountRule("settlement", False)),
+)
+
+
+def account_rule(account: str) -> AccountRule:
+    """The chart of accounts, by name (see the module docstring)."""
+    if account.startswith("card:"):
+        for suffix, rule in _CARD_RULES:
+            if account.endswith(suffix):
+                return rule
+        if ":unbacked_visits:" in account:
+            return AccountRule("asset", False)
+        if ":visits:" in account:
+            return AccountRule("liability", True)
+    elif account.startswith("store:"):
+        for suffix, rule in _STORE_RULES:
+            if account.endswith(suffix):
+                return rule
+        if ":revenue:" in account:
+            return AccountRule("revenue", False)
+        if ":visits_sold:" in account or ":visits_used:" in account:
+            return AccountRule("memo", False)
+    raise UnknownAccount(f"no such account in the chart of accounts: {account!r}")
+
+
+def postings_for(r: TransactionRecord, available: dict[str, int] | None = None) -> list[Entry]:
+    """The balanced entries that ``r`` posts. Zero-value lines are left out.
+
+    ``available`` maps a card's purse, visit and points accounts to what HQ holds on them
+    (credits minus debits; missing means 0). When given, a record that takes more than
+    that (a clone spending value already spent, a card loaded with value HQ never saw
+    sold) posts the covered part to the card's account and the rest to its ``unbacked``
+    account, so the ledger stays balanced and no card account goes below zero; the
+    reconciliation turns the same fact into an anomaly. ``available`` is updated.
+    """
+    lines = _raw_postings(r)
+    if available is not None:
+        lines = _within_floors(r.card_id, lines, available)
+    check_balanced(lines)
+    return lines
+
+
+def unbacked_account(card_id: str, asset: str) -> str:
+    """Where value a card spent beyond what HQ held for it is recorded."""
+    if asset == CNY:
+        return f"card:{card_id}:unbacked"
+    if asset == POINTS:
+        return f"card:{card_id}:unbacked_points"
+    return f"card:{card_id}:unbacked_visits:{asset.removeprefix('visit:')}"
+
+
+def _within_floors(card_id: str, lines: list[Entry], available: dict[str, int]) -> list[Entry]:
+    out: list[Entry] = []
+    prefix = f"card:{card_id}:"
+    for e in lines:
+        if not e.account.startswith(prefix) or not account_rule(e.account).credit_floor:
+            out.append(e)
+            continue
+        have = available.get(e.account, 0)
+        if e.amount > have:  # a debit beyond the balance HQ holds
+            if have:
+                out.append(Entry(e.account, e.asset, have))
+            out.append(Entry(unbacked_account(card_id, e.asset), e.asset, e.amount - have))
+            available[e.account] = 0
+        else:
+            out.append(e)
+            available[e.account] = have - e.amount
+    return out
+
+
+def _raw_postings(r: TransactionRecord) -> list[Entry]:
     card = f"card:{r.card_id}"
     store = f"store:{r.store}"
     product = r.product or "general"
@@ -83,7 +174,6 @@ def postings_for(r: TransactionRecord) -> list[Entry]:
     if r.points_delta:
         add(f"{card}:points", POINTS, -r.points_delta)
         add(f"{store}:points_issued", POINTS, r.points_delta)
-    check_balanced(lines)
     return lines
 
 

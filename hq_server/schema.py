@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -18,12 +21,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
 )
 from sqlalchemy.engine import Engine
 
-metadata = MetaData()
+#: Named constraints, so Alembic migrations (batch mode on SQLite) can refer to them.
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
 
 devices = Table(
     "devices",
@@ -55,6 +66,7 @@ records = Table(
     # "posted" (in the ledger) or "quarantined" (signed by the device, not posted).
     Column("status", String(16), nullable=False),
     PrimaryKeyConstraint("device_id", "seq", name="pk_records"),
+    CheckConstraint("status IN ('posted', 'quarantined')", name="status"),
 )
 Index("ix_records_card", records.c.card_id, records.c.card_counter)
 
@@ -73,15 +85,38 @@ quarantine = Table(
 ledger_transactions = Table(
     "ledger_transactions",
     metadata,
-    # Derived from the record ("<device>#<seq>"), so a retry can never post twice.
+    # Derived from what caused it: "<device>#<seq>" for a record, "rev:<txn>" for a
+    # reversal, "settle:<from>:<to>" for a settlement, so a retry can never post twice.
     Column("txn_id", String(96), primary_key=True),
-    Column("device_id", String(64), nullable=False),
-    Column("seq", BigInteger, nullable=False),
+    Column("device_id", String(64)),
+    Column("seq", BigInteger),
     Column("kind", String(32), nullable=False),
     Column("store", String(64), nullable=False),
-    Column("card_id", String(64), nullable=False),
+    Column("card_id", String(64)),
     Column("posted_at_ms", BigInteger, nullable=False),
-    Column("reverses", String(96), ForeignKey("ledger_transactions.txn_id")),
+    # A transaction is reversed at most once (unique), and only by a new transaction.
+    Column("reverses", String(96), ForeignKey("ledger_transactions.txn_id"), unique=True),
+    Column("memo", Text),
+)
+Index("ix_ledger_transactions_posted", ledger_transactions.c.posted_at_ms)
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    # One account holds one asset: entries reference (account, asset), so an entry in
+    # another asset than its account's cannot be stored.
+    Column("account", String(160), primary_key=True),
+    Column("asset", String(80), nullable=False),
+    # liability / asset / revenue / expense / settlement / memo (see hq_server.postings)
+    Column("kind", String(16), nullable=False),
+    # TigerBeetle's debits_must_not_exceed_credits: a purse, a visit count or a points
+    # balance can never go below zero, whatever the ingest code does.
+    Column("credit_floor", Boolean, nullable=False),
+    Column("debits", BigInteger, nullable=False, server_default="0"),
+    Column("credits", BigInteger, nullable=False, server_default="0"),
+    UniqueConstraint("account", "asset", name="uq_ledger_accounts_account_asset"),
+    CheckConstraint("debits >= 0 AND credits >= 0", name="totals_non_negative"),
+    CheckConstraint("NOT credit_floor OR debits <= credits", name="debits_within_credits"),
 )
 
 ledger_entries = Table(
@@ -93,6 +128,9 @@ ledger_entries = Table(
     Column("asset", String(80), nullable=False),
     # Signed: debit positive, credit negative. Per transaction and asset the sum is 0.
     Column("amount", BigInteger, nullable=False),
+    ForeignKeyConstraint(["account", "asset"], ["ledger_accounts.account", "ledger_accounts.asset"],
+                         name="fk_ledger_entries_account_ledger_accounts"),
+    CheckConstraint("amount <> 0", name="amount_not_zero"),
 )
 Index("ix_entries_account", ledger_entries.c.account, ledger_entries.c.asset)
 Index("ix_entries_txn", ledger_entries.c.txn_id)
@@ -102,6 +140,85 @@ counters = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+card_reconciliation = Table(
+    "card_reconciliation",
+    metadata,
+    # What HQ expects each card to hold, from the ledger, and what the card last said.
+    Column("card_id", String(64), primary_key=True),
+    # Ingest adds 1 for every record of the card; reconciliation notes what it has seen,
+    # so a card is due again while touched > reconciled_touch (no lost wake-ups).
+    Column("touched", BigInteger, nullable=False, server_default="0"),
+    Column("reconciled_touch", BigInteger, nullable=False, server_default="0"),
+    Column("expected_purse", BigInteger, nullable=False, server_default="0"),
+    Column("expected_visits", Text, nullable=False, server_default="{}"),
+    Column("expected_points", BigInteger, nullable=False, server_default="0"),
+    Column("card_purse", BigInteger, nullable=False, server_default="0"),
+    Column("card_visits", Text, nullable=False, server_default="{}"),
+    Column("card_counter", BigInteger, nullable=False, server_default="0"),
+    Column("open_anomalies", Integer, nullable=False, server_default="0"),
+    Column("reconciled_at_ms", BigInteger),
+)
+
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # Derived from kind, card and the records involved: found twice, stored once.
+    Column("anomaly_key", String(255), nullable=False, unique=True),
+    Column("card_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("summary", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON: the records and figures involved
+    Column("detected_at_ms", BigInteger, nullable=False),
+    Column("cleared_at_ms", BigInteger),
+    CheckConstraint("severity IN ('low', 'medium', 'high')", name="severity"),
+    CheckConstraint("status IN ('open', 'cleared')", name="status"),
+)
+Index("ix_anomalies_card", anomalies.c.card_id)
+
+denylist_entries = Table(
+    "denylist_entries",
+    metadata,
+    # Append-only: the version is the position in this log; a card's state is its latest
+    # entry. Terminals get a snapshot and then deltas between versions.
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("card_id", String(64), nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    # When the card stopped being good (the loss report): uses after it are late hits.
+    Column("effective_at_ms", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    CheckConstraint("action IN ('add', 'remove')", name="action"),
+)
+Index("ix_denylist_entries_card", denylist_entries.c.card_id)
+
+device_presence = Table(
+    "device_presence",
+    metadata,
+    # Fed by birth / death / heartbeat messages; one row per device.
+    Column("device_id", String(64), ForeignKey("devices.device_id"), primary_key=True),
+    Column("online", Boolean, nullable=False, server_default="0"),
+    Column("bdseq", BigInteger, nullable=False, server_default="0"),
+    Column("session_started_ms", BigInteger),
+    Column("last_seen_ms", BigInteger),
+    Column("went_offline_ms", BigInteger),
+    Column("offline_reason", String(16)),
+    Column("software_version", String(64)),
+    Column("role", String(16)),
+    Column("store", String(64)),
+    Column("config_version", BigInteger),
+    Column("denylist_version", BigInteger),
+    Column("readers", Text),  # JSON {name: status}
+    Column("outbox_depth", BigInteger),
+    Column("oldest_unsent_age_ms", BigInteger),
+    Column("last_ack_seq", BigInteger),
+    Column("disk_free_bytes", BigInteger),
+    Column("clock_offset_ms", BigInteger),
 )
 
 
@@ -166,10 +283,17 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def open_engine(url: str) -> Engine:
-    """Engine for ``sqlite:///path`` (WAL, fsync on commit) or ``postgresql+psycopg://``."""
+def open_engine(url: str, *, migrate: bool = True) -> Engine:
+    """Engine for ``sqlite:///path`` (WAL, fsync on commit) or ``postgresql+psycopg://``.
+
+    The schema is brought to the newest Alembic revision (``hq_server/migrations``) unless
+    ``migrate`` is False; ``onecard hq migrate`` does the same explicitly.
+    """
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
+    if migrate:
+        from hq_server.migrations import upgrade
+
+        upgrade(engine)
     return engine

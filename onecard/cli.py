@@ -81,6 +81,22 @@ def hq_list_devices(db: str) -> None:
                    f"acked through #{d['contiguous_through']}")
 
 
+@hq.command("migrate")
+@db_option
+@click.option("--show", is_flag=True, help="Only print the current and newest revisions.")
+def hq_migrate(db: str, show: bool) -> None:
+    """Bring the HQ database to the newest schema (Alembic; every HQ command does it too)."""
+    from hq_server.migrations import current_revisions, head_revisions, upgrade
+    from hq_server.schema import open_engine
+
+    engine = open_engine(db, migrate=False)
+    if not show:
+        upgrade(engine)
+    with engine.connect() as conn:
+        current = ", ".join(current_revisions(conn)) or "(empty)"
+    click.echo(f"database at {current}; newest {', '.join(head_revisions())}")
+
+
 @hq.command("verify-ledger")
 @db_option
 def hq_verify_ledger(db: str) -> None:
