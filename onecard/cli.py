@@ -211,5 +211,261 @@ def demo(headless: bool, duration: float | None, report: Path | None, gates: int
         sys.exit(1)
 
 
+# --- broker, enrolment and operators (mutual TLS) ------------------------------------
+
+
+@main.group()
+def broker() -> None:
+    """Production broker: device and service CAs, mutual TLS config, store bridges."""
+
+
+site_option = click.option(
+    "--site", "site_root", type=click.Path(path_type=Path), required=True,
+    default=lambda: os.environ.get("ONECARD_SITE"),
+    help="Folder made by `onecard broker init` (env ONECARD_SITE).")
+
+
+@broker.command("init")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--hostname", "hostnames", multiple=True, required=True,
+              help="Name or address terminals use for the broker (repeatable).")
+@click.option("--api-hostname", "api_hostnames", multiple=True,
+              help="Name or address of HQ's HTTPS API (default: the broker's).")
+@click.option("--device-port", type=int, default=8883, show_default=True)
+@click.option("--service-port", type=int, default=8884, show_default=True)
+@click.option("--device-bind", default="0.0.0.0", show_default=True)
+@click.option("--service-bind", default="127.0.0.1", show_default=True,
+              help="Keep the services listener on HQ's internal network.")
+def broker_init(root: Path, hostnames: tuple[str, ...], api_hostnames: tuple[str, ...],
+                device_port: int, service_port: int, device_bind: str, service_bind: str) -> None:
+    """Make the CAs, HQ's broker config and certificates, and HQ's credentials in ROOT."""
+    from broker_config.install import SiteConfig, init_site
+    from broker_config.pki import PkiError
+
+    try:
+        site = init_site(root, SiteConfig(list(hostnames), device_port, service_port,
+                                          device_bind, service_bind,
+                                          list(api_hostnames) or None))
+    except (PkiError, PermissionError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"site ready in {site.root}\n"
+               f"  broker:  mosquitto -c {site.broker.conf}\n"
+               f"  HQ API:  onecard hq serve-api --site {site.root}\n"
+               f"  keep {site.pki} secret and backed up: it holds the CA keys")
+
+
+@broker.command("store-init")
+@click.argument("directory", type=click.Path(path_type=Path))
+@site_option
+@click.option("--store", required=True)
+@click.option("--hostname", "hostnames", multiple=True, required=True,
+              help="Name or address the store's terminals use for this broker.")
+@click.option("--hq-host", required=True, help="Where the store reaches HQ's services listener.")
+@click.option("--device-port", type=int, default=8883, show_default=True)
+def broker_store_init(directory: Path, site_root: Path, store: str, hostnames: tuple[str, ...],
+                      hq_host: str, device_port: int) -> None:
+    """Make a store broker folder (config, server cert, bridge identity) to copy to a store."""
+    from broker_config.install import Site, init_store_broker
+    from broker_config.pki import PkiError
+
+    try:
+        files = init_store_broker(Site(site_root), directory, store=store,
+                                  hostnames=list(hostnames), hq_host=hq_host,
+                                  device_port=device_port)
+    except (PkiError, PermissionError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"store broker for {store} in {files.directory}: mosquitto -c {files.conf}")
+
+
+@broker.command("renew-crl")
+@site_option
+def broker_renew_crl(site_root: Path) -> None:
+    """Re-sign both CRLs and reload the broker (monthly: an expired CRL locks out all)."""
+    from broker_config.install import Site, reload_broker, renew_crls
+
+    site = Site(site_root)
+    renew_crls(site)
+    reloaded = reload_broker(site.broker.pid_file)
+    click.echo("CRLs renewed" + ("; broker reloaded" if reloaded else "; broker not running"))
+
+
+@broker.command("run")
+@site_option
+def broker_run(site_root: Path) -> None:
+    """Run HQ's broker in the foreground with the site's config (single machine)."""
+    from broker_config.install import Site
+    from broker_config.runner import MtlsBroker
+
+    b = MtlsBroker(Site(site_root).broker).start()
+    click.echo(f"broker: devices on {b.port}, services on {b.service_port}", err=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        assert b.proc is not None
+        b.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+
+
+@hq.command("create-admin")
+@db_option
+@click.option("--username", default="admin", show_default=True)
+@click.password_option(envvar="ONECARD_ADMIN_PASSWORD",
+                       help="Asked for when not given (env ONECARD_ADMIN_PASSWORD).")
+def hq_create_admin(db: str, username: str, password: str) -> None:
+    """Create an HQ operator with admin rights (the first one, or another)."""
+    from hq_server.operators import OperatorError, create_operator
+    from hq_server.schema import open_engine
+
+    try:
+        create_operator(open_engine(db), username, password, "admin")
+    except OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"operator {username} created")
+
+
+@hq.command("enrolment-token")
+@db_option
+@click.option("--store", required=True)
+@click.option("--role", required=True, type=click.Choice(["gate", "handheld", "kiosk"]))
+@click.option("--ttl-hours", type=float, default=24.0, show_default=True)
+@click.option("--operator", "created_by", default=lambda: f"cli:{os.environ.get('USER', 'root')}",
+              help="Recorded as the token's creator.")
+def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created_by: str) -> None:
+    """Create a one-time enrolment token and print it (it is shown only this once)."""
+    import datetime as dt
+
+    from hq_server.enrolment import EnrolmentError, create_token
+    from hq_server.schema import open_engine
+
+    try:
+        issued = create_token(open_engine(db), store, role, created_by,
+                              dt.timedelta(hours=ttl_hours))
+    except EnrolmentError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(issued.token)
+
+
+def _site_authority(site_root: Path, broker_host: str):
+    from broker_config.install import Site, SiteDeviceCA
+
+    return SiteDeviceCA(Site(site_root), broker_host)
+
+
+@hq.command("serve-api")
+@db_option
+@site_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8443, show_default=True)
+@click.option("--broker-host", default=None,
+              help="Broker address given to terminals (default: the site's first hostname).")
+@click.option("--services-host", default="127.0.0.1", show_default=True,
+              help="Where HQ reaches the broker's services listener (to cut off devices).")
+def hq_serve_api(db: str, site_root: Path, host: str, port: int, broker_host: str | None,
+                 services_host: str) -> None:
+    """Serve HQ's HTTPS API (enrolment, tokens, revocation); OpenAPI at /openapi.json."""
+    from broker_config.install import Site
+    from hq_server.api.app import create_app
+    from hq_server.api.server import serve
+    from hq_server.enrolment import BrokerAddress
+    from hq_server.schema import open_engine
+
+    site = Site(site_root)
+    config = site.config
+    address = BrokerAddress(broker_host or config.hostnames[0], config.device_port)
+    app = create_app(open_engine(db), _site_authority(site_root, services_host), address)
+    click.echo(f"HQ API on https://{host}:{port} (terminals sent to "
+               f"{address.host}:{address.port})", err=True)
+    serve(app, host, port, site.api_cert, site.api_key)
+
+
+@hq.command("revoke-device")
+@db_option
+@site_option
+@click.argument("device_id")
+@click.option("--reason", required=True, help="Why, for the device's history.")
+def hq_revoke_device(db: str, site_root: Path, device_id: str, reason: str) -> None:
+    """Revoke a terminal: the broker refuses it and HQ quarantines its records."""
+    from hq_server.enrolment import EnrolmentError, revoke_device
+    from hq_server.schema import open_engine
+
+    try:
+        serials = revoke_device(open_engine(db), _site_authority(site_root, "127.0.0.1"),
+                                device_id, f"cli:{os.environ.get('USER', 'root')}", reason)
+    except EnrolmentError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{device_id} revoked; certificates on the CRL: {len(serials)}")
+
+
+@hq.command("ingest")
+@db_option
+@site_option
+@click.option("--broker-host", default="127.0.0.1", show_default=True,
+              help="Where HQ reaches the broker's services listener.")
+@click.option("--client-id", default="hq-ingest-1", show_default=True,
+              help="One per worker: workers share the load on a shared subscription.")
+def hq_ingest(db: str, site_root: Path, broker_host: str, client_id: str) -> None:
+    """Run HQ ingest against the production broker (mutual TLS, identity hq@onecard)."""
+    from broker_config.install import Site, service_tls_context
+    from hq_server.ingest_worker import IngestWorker
+    from hq_server.schema import open_engine
+
+    site = Site(site_root)
+    worker = IngestWorker(open_engine(db), host=broker_host, port=site.config.service_port,
+                          username="", password="", client_id=client_id)
+    worker.client.tls_set_context(service_tls_context(site))
+    signal.signal(signal.SIGTERM, lambda *_: worker._stop.set())
+    click.echo(f"HQ ingest on {broker_host}:{site.config.service_port} (mutual TLS)", err=True)
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@terminal.command("enroll")
+@click.option("--hq", "hq_url", required=True, help="HQ's API, https://...")
+@click.option("--token", envvar="ONECARD_ENROL_TOKEN", required=True,
+              help="One-time enrolment token from HQ (env ONECARD_ENROL_TOKEN).")
+@click.option("--secrets", "secrets_dir", type=click.Path(path_type=Path), required=True,
+              help="The device's secrets folder (made with mode 0700).")
+@click.option("--ca", "ca_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="CA certificate to trust for HQ (default: the system's).")
+def terminal_enroll(hq_url: str, token: str, secrets_dir: Path, ca_file: Path | None) -> None:
+    """Enrol this terminal: make its keys, send the public parts and the token to HQ."""
+    from terminal_fw.enrolment import EnrolmentFailed, enroll
+
+    try:
+        done = enroll(hq_url, token, secrets_dir, ca_file=ca_file)
+    except EnrolmentFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"device_id": done.device_id, "store": done.store, "role": done.role,
+                           "broker": f"{done.broker_host}:{done.broker_port}"}))
+
+
+@terminal.command("roll-keys")
+@click.option("--hq", "hq_url", required=True)
+@click.option("--secrets", "secrets_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--store-db", type=click.Path(path_type=Path, exists=True), required=True,
+              help="The terminal's outbox: it must be empty (HQ acked every record).")
+@click.option("--ca", "ca_file", type=click.Path(path_type=Path, exists=True), default=None)
+def terminal_roll_keys(hq_url: str, secrets_dir: Path, store_db: Path,
+                       ca_file: Path | None) -> None:
+    """Replace the signing and MQTT keys; HQ revokes the old ones at once."""
+    from terminal_fw.enrolment import EnrolmentFailed, roll_keys
+    from terminal_fw.outbox import Outbox
+
+    backlog = Outbox(store_db).backlog()
+    if backlog:
+        raise click.ClickException(
+            f"{backlog} records still wait for HQ's ack; they are signed with the current "
+            "key and HQ would refuse them after the roll. Let the uplink drain first.")
+    try:
+        done = roll_keys(hq_url, secrets_dir, ca_file=ca_file)
+    except EnrolmentFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{done.device_id}: new keys in place; reconnect the uplink")
+
+
 if __name__ == "__main__":
     main()
