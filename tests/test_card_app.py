@@ -1,0 +1,220 @@
+"""The card application over the simulator's chip: keys and access bits enforced, and
+torn writes at every step never create or lose value."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.card_format import CardFormatError
+from protocol.card_ops import (
+    CheckoutLine,
+    add_visits,
+    debit,
+    issue,
+    open_account,
+    recall,
+    recharge,
+    refund,
+    take_visit,
+)
+from protocol.card_state import RefusalReason
+from protocol.keys import TRANSPORT_KEY, trailer
+from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType
+from protocol.record import Operation, check_consistency
+from simulators.mifare_classic import MifareClassic1K
+from terminal_fw.card_app import CardApp, CardService, WriteStatus
+from tests.card_world import CATALOGUE, KEYS, MINUTE, T0, UID, ctx
+
+
+def service(denylist: frozenset[str] = frozenset()) -> CardService:
+    return CardService(KEYS, CATALOGUE, denylist=lambda: denylist)
+
+
+def issued_card(purse: int = 0, uid: bytes = UID) -> MifareClassic1K:
+    card = MifareClassic1K.blank(uid)
+    svc = service()
+    r = svc.run(card, issue, card_id="M00001", card_product="gold", ctx=ctx())
+    assert r.status is WriteStatus.WRITTEN
+    assert svc.run(card, open_account, purse, ctx=ctx()).status is WriteStatus.WRITTEN
+    return card
+
+
+def test_issue_locks_the_sectors_with_diversified_keys() -> None:
+    card = issued_card(5_000)
+    with pytest.raises(AuthenticationFailed):
+        card.authenticate(4, KeyType.A, TRANSPORT_KEY)
+    card.authenticate(8, KeyType.A, KEYS.key_a(UID, 2))
+    assert card.read_block(8)[:4] == (5_000).to_bytes(4, "little")
+    with pytest.raises(AccessDenied):
+        card.write_block(8, bytes(16))  # key A only reads
+    card.authenticate(8, KeyType.A, KEYS.key_a(UID, 2))
+    with pytest.raises(AccessDenied):
+        card.write_block(11, bytes(16))  # nor may it rewrite the trailer
+    card.authenticate(8, KeyType.B, KEYS.key_b(UID, 2))
+    card.write_block(9, card.read_block(9))
+    read = CardApp(card, KEYS.read_only(), CATALOGUE).read()  # a kiosk reads with key A only
+    assert read.state.purse_fen == 5_000 and read.state.account_open
+
+
+def test_operations_through_the_chip() -> None:
+    card = issued_card(100_000)
+    svc = service()
+    r = svc.run(card, add_visits, "swim", ctx=ctx())
+    assert r.status is WriteStatus.WRITTEN and r.records[0].operation is Operation.ADD_VISITS
+    r = svc.run(card, take_visit, ctx=ctx(gate_group=1))
+    assert r.status is WriteStatus.WRITTEN and r.done is not None
+    assert r.done.state.visits == {"swim": 9}
+    r = svc.run(card, take_visit, ctx=ctx(T0 + MINUTE, gate_group=1))
+    assert r.status is WriteStatus.REFUSED and r.refusal is not None
+    assert r.refusal.reason is RefusalReason.ANTI_PASSBACK
+    r = svc.run(card, debit, [CheckoutLine("food", 10_000)], ctx=ctx())
+    assert r.done is not None and r.done.state.purse_fen == 110_000 - 8_800
+    r = svc.run(card, refund, r.records[0], ctx=ctx())
+    assert r.done is not None and r.done.state.purse_fen == 110_000
+    state = CardApp(card, KEYS, CATALOGUE).read().state
+    assert (state.purse_fen, state.visits, state.counter) == (110_000, {"swim": 9}, 6)
+
+
+def test_denylisted_card_is_blocked_on_the_card_then_refused() -> None:
+    card = issued_card(1_000)
+    r = service(frozenset({"M00001"})).run(card, take_visit, ctx=ctx())
+    assert r.status is WriteStatus.WRITTEN and r.refusal is not None
+    assert r.refusal.reason is RefusalReason.DENYLISTED
+    assert [x.operation for x in r.records] == [Operation.BLOCK]
+    r = service().run(card, recharge, 100, ctx=ctx())  # even where the list is not known
+    assert r.status is WriteStatus.REFUSED and r.refusal is not None
+    assert r.refusal.reason is RefusalReason.BLOCKED
+
+
+def test_recalled_card_is_issued_again() -> None:
+    card = issued_card(1_000)
+    svc = service()
+    assert svc.run(card, recall, ctx=ctx()).status is WriteStatus.WRITTEN
+    r = svc.run(card, issue, card_id="M00002", card_product="guest", ctx=ctx())
+    assert r.status is WriteStatus.WRITTEN
+    state = CardApp(card, KEYS, CATALOGUE).read().state
+    assert (state.card_id, state.card_product, state.counter) == ("M00002", "guest", 4)
+
+
+def test_other_cards_are_refused() -> None:
+    blank = MifareClassic1K.blank(UID)
+    r = service().run(blank, take_visit, ctx=ctx())
+    assert r.refusal is not None and r.refusal.reason is RefusalReason.NOT_ONECARD
+    # a dump written onto a magic card with another UID: the diversified keys do not open it
+    dump = issued_card(40_000).to_mfd()
+    clone = MifareClassic1K.blank(bytes.fromhex("0A0B0C0D"), magic=True)
+    clone.authenticate(0, KeyType.A, TRANSPORT_KEY)
+    for block in range(1, 64):
+        if block % 4 == 0:
+            clone.authenticate(block, KeyType.A, TRANSPORT_KEY)
+        if block % 4 != 3:
+            clone.write_block(block, dump[block * 16 : block * 16 + 16])
+    r = service().run(clone, take_visit, ctx=ctx())
+    assert r.refusal is not None and r.refusal.reason is RefusalReason.NOT_ONECARD
+    # even with trailers holding the other UID's keys (both cards cracked), the MAC,
+    # bound to the UID, refuses the copied data
+    with pytest.raises(CardFormatError) as err:
+        CardApp(MifareClassic1K(bytes.fromhex("0A0B0C0D"), _moved(dump, "0A0B0C0D")),
+                KEYS, CATALOGUE).read()
+    assert err.value.reason is RefusalReason.TAMPERED
+    # a same-UID clone reads fine: only HQ can see it, by the card counter
+    same = MifareClassic1K.from_mfd(dump, magic=True)
+    assert CardApp(same, KEYS, CATALOGUE).read().state.purse_fen == 40_000
+
+
+def _moved(dump: bytes, uid_hex: str) -> bytes:
+    uid = bytes.fromhex(uid_hex)
+    out = bytearray(uid + bytes([uid[0] ^ uid[1] ^ uid[2] ^ uid[3]]) + dump[5:])
+    for sector in (1, 2, 3):
+        t = (sector * 4 + 3) * 16
+        out[t : t + 16] = trailer(KEYS.key_a(uid, sector), KEYS.key_b(uid, sector))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("mode", ["before", "after", "garbage"])
+def test_a_recharge_torn_at_each_write(mode: str) -> None:
+    """Exhaustive: tear the n-th write of a recharge, for every n and every mode."""
+    for n in range(1, 8):
+        card = issued_card(1_000)
+        svc = service()
+        card.tear_at_write(n, mode, seed=n)  # type: ignore[arg-type]
+        r = svc.run(card, recharge, 500, ctx=ctx())
+        card.enter_field()
+        r = svc.resolve(card, r)
+        state = CardApp(card, KEYS, CATALOGUE).read().state
+        if r.status is WriteStatus.WRITTEN:
+            assert state.purse_fen == 1_500 and state.counter == 3
+        else:
+            assert r.status is WriteStatus.NOT_WRITTEN
+            assert state.purse_fen == 1_000 and state.counter == 2
+        assert r.status is (WriteStatus.NOT_WRITTEN if n < 3 or (n == 3 and mode != "after")
+                            else WriteStatus.WRITTEN)
+
+
+OPS = st.one_of(
+    st.tuples(st.just("recharge"), st.integers(1, 200_000)),
+    st.tuples(st.just("debit"), st.integers(0, 60_000)),
+    st.tuples(st.just("add_visits"), st.sampled_from(["swim", "gym"])),
+    st.tuples(st.just("take_visit"), st.integers(0, 3)),
+    st.tuples(st.just("refund"), st.just(0)),
+)
+
+
+@settings(max_examples=2500, deadline=None)
+@given(
+    ops=st.lists(OPS, min_size=1, max_size=6),
+    tear_at=st.integers(1, 40),
+    mode=st.sampled_from(["before", "after", "garbage"]),
+    seed=st.integers(0, 2**16),
+)
+def test_torn_writes_never_create_or_lose_value(ops, tear_at, mode, seed) -> None:
+    """Any sequence of operations, one tear at any write: the card always reads, and
+    its purse and visits are exactly what the signed records say."""
+    card = issued_card(10_000)
+    svc = service()
+    state = CardApp(card, KEYS, CATALOGUE).read().state
+    purse, visits, counter = state.purse_fen, dict(state.visits), state.counter
+    card.tear_at_write(tear_at, mode, seed=seed)
+    last_debit = None
+    for step, (name, arg) in enumerate(ops):
+        now = ctx(T0 + step * 20 * MINUTE, gate_group=arg if name == "take_visit" else 0)
+        try:
+            if name == "recharge":
+                result = svc.run(card, recharge, arg, ctx=now)
+            elif name == "debit":
+                result = svc.run(card, debit, [CheckoutLine("shop", arg)], ctx=now)
+            elif name == "add_visits":
+                result = svc.run(card, add_visits, arg, ctx=now)
+            elif name == "take_visit":
+                result = svc.run(card, take_visit, ctx=now)
+            elif last_debit is not None:
+                result = svc.run(card, refund, last_debit, ctx=now)
+            else:
+                continue
+        except CardRemoved:  # left while being read: nothing happened
+            card.enter_field()
+            continue
+        if result.status is WriteStatus.UNCONFIRMED:
+            card.enter_field()
+            result = svc.resolve(card, result)
+        if not card.present:
+            card.enter_field()
+        for record in result.records:
+            check_consistency(record)
+            assert record.card_counter > counter
+            counter = record.card_counter
+            purse += record.purse_after - record.purse_before
+            if record.product:
+                visits[record.product] = visits.get(record.product, 0) + \
+                    record.visits_after - record.visits_before
+            if record.operation is Operation.DEBIT:
+                last_debit = record
+            elif record.operation is Operation.REFUND:
+                last_debit = None
+        on_card = CardApp(card, KEYS, CATALOGUE).read().state
+        assert on_card.purse_fen == purse
+        assert on_card.counter == counter
+        assert {k: v for k, v in on_card.visits.items() if v} == {k: v for k, v in visits.items() if v}
+
