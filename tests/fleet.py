@@ -105,6 +105,7 @@ class Fleet:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5)
         client.username_pw_set(username, password)
+        client.max_inflight_messages_set(100)
         client.connect("127.0.0.1", self.broker.port)
         client.loop_start()
         return client

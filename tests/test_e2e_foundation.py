@@ -11,7 +11,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from hq_server.ledger import account_balance, check_ledger
+from hq_server.ledger import check_ledger
 from hq_server.schema import ledger_transactions, quarantine, records
 from protocol.record import Operation, TransactionRecord
 from protocol.topics import Ack, ack_topic, records_topic
@@ -45,8 +45,7 @@ def test_taps_while_offline_are_ledgered_once_after_reconnect(fleet: Fleet):
     wait_for(lambda: gate.outbox.backlog() == 0, what="backlog to drain")
     assert fleet.figures()["records_ledgered"] == 30
     assert count(fleet.engine, ledger_transactions) == 30
-    # HQ's view of the card: 30 visits used, as the card says.
-    assert account_balance(fleet.engine, "card:M00001:visits:swim", "visit:swim") == 30
+    assert count(fleet.engine, ledger_transactions, ledger_transactions.c.card_id == "M00001") == 30
     assert check_ledger(fleet.engine).balanced
 
     gate.uplink.set_link(False)
@@ -79,7 +78,7 @@ def test_hq_killed_while_ingesting_loses_and_doubles_nothing(fleet: Fleet):
     assert fleet.figures()["records_ledgered"] == 3000
     assert count(fleet.engine, ledger_transactions) == 3000
     assert check_ledger(fleet.engine).balanced
-    assert account_balance(fleet.engine, "card:M00001:visits:swim", "visit:swim") == 3000
+    assert count(fleet.engine, ledger_transactions, ledger_transactions.c.card_id == "M00001") == 3000
 
 
 def test_same_record_published_twice_is_ledgered_once(fleet: Fleet):
@@ -159,7 +158,6 @@ def test_broker_keeps_every_record_for_an_absent_hq(fleet: Fleet):
     card = member_card(visits=5000)
     wires = [gate.gate.tap(card).record.wire for _ in range(3000)]
     client = fleet.raw_client("gate-01", gate.password, "dev-gate-01-raw")
-    client.max_inflight_messages_set(100)
     for wire in wires:  # published once each, no resend: only the broker's queue holds them
         client.publish(records_topic("gate-01"), wire, qos=1)
     wait_for(lambda: client.want_write() is False and len(client._out_messages) == 0,
