@@ -204,3 +204,32 @@ def test_a_write_torn_anywhere_leaves_the_old_or_the_new_state(
     got = read_image(torn, KEYS, CATALOGUE).state
     committed = torn_at > 2 or (torn_at == 2 and landed == data)
     assert got == (new if committed else old)
+
+
+def test_worked_example_in_the_doc_matches_the_code() -> None:
+    import re
+    from pathlib import Path
+
+    from protocol.card_format import encode_application
+    from protocol.keys import ONECARD_ACCESS, encode_access_bits
+    from protocol.products import date_of
+
+    text = (Path(__file__).parent.parent / "docs" / "card-format.md").read_text()
+    example = text.split("## 10. Worked example", 1)[1]
+    state = CardState(
+        card_id="M00001", purse_fen=12345, visits={"swim": 9, "gym": 12}, counter=5, chain_id=7,
+        card_product="gold", issued_day=8918, expiry_day=10012, account_open=True,
+        pass_product="month", pass_from_day=8918, pass_to_day=8947, last_use_day=8920,
+        last_use_minute=615, uses_today=2, last_gate_group=1,
+    )
+    assert (date_of(8918).isoformat(), date_of(10012).isoformat()) == ("2024-06-01", "2027-05-31")
+    blocks = encode_application(state, UID, KEYS, CATALOGUE)
+    shown = dict(re.findall(r"block +(\d+): ([0-9A-F ]{47})", example))
+    assert {int(b): bytes.fromhex(h) for b, h in shown.items()} == blocks
+    for sector in (1, 2, 3):
+        assert f"| {sector} | `{KEYS.key_a(UID, sector).hex().upper()}` | " \
+               f"`{KEYS.key_b(UID, sector).hex().upper()}` |" in example
+    assert f"MAC key: `{KEYS.mac_key(UID).hex().upper()}`" in example
+    assert encode_access_bits(ONECARD_ACCESS).hex(" ").upper() in example
+    assert read_image(personalise_image(MifareClassic1K.blank(UID).to_mfd(), state, KEYS,
+                                        CATALOGUE), KEYS, CATALOGUE).state == state
