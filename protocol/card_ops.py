@@ -315,8 +315,12 @@ def add_visits(
         return _refuse(RefusalReason.NOT_ALLOWED, f"{product!r} cannot be sold onto {state.card_product!r}")
     if not isinstance(packages, int) or isinstance(packages, bool) or not 1 <= packages <= 1000:
         return _refuse(RefusalReason.BAD_AMOUNT, f"packages {packages!r}")
-    if product not in state.visits and len(state.visits) >= 3:
-        return _refuse(RefusalReason.NO_FREE_SLOT, "the card already holds 3 count products")
+    held = dict(state.visits)
+    if product not in held and len(held) >= 3:
+        used_up = next((name for name, left in held.items() if left == 0), None)
+        if used_up is None:
+            return _refuse(RefusalReason.NO_FREE_SLOT, "the card already holds 3 count products")
+        del held[used_up]  # a used-up product gives its slot to the new one
     left = state.visits_of(product) + count.visits * packages
     if left > 0xFFFF:
         return _refuse(RefusalReason.LIMIT, f"{left} visits of {product}, the most is 65535")
@@ -328,7 +332,7 @@ def add_visits(
         if not state.account_open or purse < price:
             return _refuse(RefusalReason.INSUFFICIENT_BALANCE, f"balance {purse}, price {price} fen")
         purse -= price
-    new = _bump(state, visits={**state.visits, product: left}, purse_fen=purse)
+    new = _bump(state, visits={**held, product: left}, purse_fen=purse)
     if isinstance(new, Refusal):
         return new
     return Done(new, (_record(ctx, state, new, Operation.ADD_VISITS, product=product,

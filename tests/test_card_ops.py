@@ -130,6 +130,9 @@ def test_add_visits_fills_three_slots_at_most() -> None:
     nearly_full = replace(s, visits={**s.visits, "swim": 65_530})
     refused(add_visits(nearly_full, "swim", catalogue=CATALOGUE, ctx=ctx()), R.LIMIT)
     refused(add_visits(s, "yoga", catalogue=CATALOGUE, ctx=ctx(), pay_from_purse=True), R.NO_FREE_SLOT)
+    freed = done(add_visits(replace(s, visits={**s.visits, "gym": 0}), "yoga", catalogue=CATALOGUE,
+                            ctx=ctx()))
+    assert freed.state.visits == {"swim": 20, "sauna": 5, "yoga": 8}
     refused(add_visits(issued("swim10"), "gym", catalogue=CATALOGUE, ctx=ctx()), R.NOT_ALLOWED)
     poor = done(open_account(issued(), 0, catalogue=CATALOGUE, ctx=ctx())).state
     refused(add_visits(poor, "gym", catalogue=CATALOGUE, ctx=ctx(), pay_from_purse=True),

@@ -1,0 +1,78 @@
+"""How long our card work takes, without a reader: figures printed, nothing asserted.
+
+Run: .venv/bin/python bench/card_ops.py
+
+Prints per-operation times (median of many) for: the pure visit decision, decoding the
+application from its blocks (3 AES-CMACs), and a whole gate visit through the in-process
+MIFARE Classic chip model (3 sector reads with key A, 2 sector writes with key B:
+5 authentications, 9 reads, 6 writes). The chip model costs nothing like a real card;
+multiply the command count by the reader's round trip (PC/SC ~0.03 ms via vpcd, 5-10 ms
+for a real ACR122U) for a field figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from protocol.card_format import decode_application, image_blocks, uid_of_image
+from protocol.card_ops import add_visits, issue, open_account, take_visit
+from simulators.mifare_classic import MifareClassic1K
+from terminal_fw.card_app import CardService
+from tests.card_world import CATALOGUE, KEYS, T0, UID, ctx
+
+
+class CountingLink:
+    """Counts the card commands a visit needs."""
+
+    def __init__(self, card: MifareClassic1K) -> None:
+        self.card = card
+        self.commands = 0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.card, name)
+        if name in ("authenticate", "read_block", "write_block", "uid"):
+            def counted(*args):
+                self.commands += 1
+                return attr(*args)
+            return counted
+        return attr
+
+
+def timed(label: str, fn: Callable[[int], object], n: int) -> None:
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - t) * 1e6)
+    samples.sort()
+    print(f"{label:<48} median {statistics.median(samples):8.1f} µs   p99 {samples[int(n * 0.99)]:8.1f} µs")
+
+
+def main() -> None:
+    svc = CardService(KEYS, CATALOGUE)
+    card = MifareClassic1K.blank(UID)
+    svc.run(card, issue, card_id="M00001", card_product="gold", ctx=ctx())
+    svc.run(card, open_account, 0, ctx=ctx())
+    svc.run(card, add_visits, "swim", 1000, ctx=ctx())
+    image = card.to_mfd()
+    read = decode_application(image_blocks(image), uid_of_image(image), KEYS, CATALOGUE)
+    state = read.state
+    timed("take_visit decision (pure)", lambda i: take_visit(
+        state, catalogue=CATALOGUE, ctx=ctx(T0 + i * 3_600_000)), 5000)
+    timed("decode application (3 CMACs)", lambda i: decode_application(
+        image_blocks(image), UID, KEYS, CATALOGUE), 5000)
+    link = CountingLink(card)
+    timed("gate visit through the chip model", lambda i: svc.run(
+        link, take_visit, ctx=ctx(T0 + i * 3_600_000)), 2000)
+    print(f"card commands per visit: {link.commands / 2000:.0f} "
+          f"(authenticate, read, write; UID once)")
+
+
+if __name__ == "__main__":
+    main()
