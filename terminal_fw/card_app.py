@@ -31,7 +31,14 @@ from protocol.card_format import (
 from protocol.card_ops import Done, check_denylist, issue, recall
 from protocol.card_state import CardState, Refusal, RefusalReason
 from protocol.keys import TRANSPORT_KEY, ChainKeys, trailer
-from protocol.mifare import AuthenticationFailed, CardRemoved, KeyType, MifareClassicLink
+from protocol.mifare import (
+    AccessDenied,
+    AuthenticationFailed,
+    CardRemoved,
+    KeyType,
+    MifareClassicLink,
+    ReaderError,
+)
 from protocol.products import Catalogue
 from protocol.record import TransactionRecord
 
@@ -92,22 +99,24 @@ class CardApp:
             self.link.write_block(block, data)
 
     def write(self, read: CardRead, new_state: CardState) -> WriteStatus:
-        """Move the card from ``read`` to ``new_state``; never raises CardRemoved."""
+        """Move the card from ``read`` to ``new_state``; reader errors become a status."""
         commit, mirror = state_writes(read, new_state, self.keys, self.catalogue)
         sector = commit[0][0] // 4
         try:
             self.link.authenticate(sector * 4, KeyType.B, self.keys.key_b(self.uid, sector))
             for block, data in commit[:-1]:
                 self.link.write_block(block, data)
-        except CardRemoved:
-            return WriteStatus.NOT_WRITTEN
+        except ReaderError:
+            return WriteStatus.NOT_WRITTEN  # the untouched copy still holds the old state
         try:
             self.link.write_block(*commit[-1])
-        except CardRemoved:
-            return WriteStatus.UNCONFIRMED
+        except (AccessDenied, AuthenticationFailed):
+            return WriteStatus.NOT_WRITTEN  # the card refused the block: nothing stored
+        except ReaderError:
+            return WriteStatus.UNCONFIRMED  # gone mid-write: it may or may not have landed
         try:
             self._write_sector_blocks(mirror)
-        except CardRemoved:
+        except ReaderError:
             pass  # the commit stands; the next write repairs the other copy
         return WriteStatus.WRITTEN
 

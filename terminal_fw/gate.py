@@ -14,7 +14,7 @@ from typing import Protocol
 
 from protocol.card_ops import TerminalContext, take_visit
 from protocol.card_state import CardState
-from protocol.mifare import CardRemoved, MifareClassicLink
+from protocol.mifare import CardRemoved, MifareClassicLink, ReaderError
 from protocol.record import Operation, SignedRecord, TransactionRecord
 from terminal_fw.card_app import CardResult, CardService, WriteStatus
 from terminal_fw.identity import DeviceIdentity
@@ -139,6 +139,8 @@ class Gate:
                 result = self.card_service.run(link, take_visit, ctx=ctx)
         except CardRemoved:
             return GateDecision(False, "card removed")
+        except ReaderError as exc:  # wrong keys, refused access, reader gone: not charged
+            return GateDecision(False, f"card error: {exc}")
         if result.status is WriteStatus.UNCONFIRMED:
             self._unconfirmed[uid] = result
             return GateDecision(False, "card removed during the write: tap again")

@@ -218,3 +218,14 @@ def test_torn_writes_never_create_or_lose_value(ops, tear_at, mode, seed) -> Non
         assert on_card.counter == counter
         assert {k: v for k, v in on_card.visits.items() if v} == {k: v for k, v in visits.items() if v}
 
+
+
+def test_a_card_that_refuses_the_write_is_not_charged() -> None:
+    card = issued_card(1_000)
+    for sector in (2, 3):  # make the state sectors read-only, even for key B
+        card.authenticate(sector * 4, KeyType.B, KEYS.key_b(UID, sector))
+        card.write_block(sector * 4 + 3, trailer(KEYS.key_a(UID, sector), KEYS.key_b(UID, sector),
+                                                 (0b010, 0b010, 0b010, 0b011)))
+    r = service().run(card, recharge, 500, ctx=ctx())
+    assert r.status is WriteStatus.NOT_WRITTEN and r.records == ()
+    assert CardApp(card, KEYS, CATALOGUE).read().state.purse_fen == 1_000
