@@ -4,6 +4,16 @@ The worker subscribes through an MQTT 5 shared subscription, so several workers 
 split the load. paho acknowledges each message to the broker as it arrives; that is
 fine because the device keeps the record until our own application ack, which is
 published only after the batch holding the record is committed.
+
+Beside records, each worker:
+
+* follows every terminal's presence (birth / death / heartbeat) through an ordinary,
+  not shared, subscription: retained births are only delivered to ordinary ones, and
+  applying the same message twice changes nothing (:mod:`hq_server.presence`);
+* asks again for the records a device has not delivered (:func:`ingest.gap_report`)
+  every ``rerequest_every`` seconds;
+* reconciles the cards it has new records for every ``reconcile_every`` seconds, and
+  publishes the denylist delta when a clone puts a card on the denylist.
 """
 
 from __future__ import annotations
@@ -19,8 +29,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
-from hq_server.ingest import BatchResult, Ingest
-from protocol.topics import ALL_RECORDS_SHARED, ack_topic
+from hq_server.denylist import denylist_snapshot, publish_denylist
+from hq_server.ingest import BatchResult, Ingest, gap_report
+from hq_server.presence import UnknownDevice, record_presence
+from hq_server.reconciliation import ReconcileConfig, reconcile_due
+from protocol.topics import (
+    ALL_PRESENCE,
+    ALL_RECORDS_SHARED,
+    MessageError,
+    ack_topic,
+    presence_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +47,17 @@ log = logging.getLogger(__name__)
 class IngestWorker:
     def __init__(self, engine: Engine, *, host: str, port: int, username: str, password: str,
                  client_id: str = "hq-ingest-1", batch_max: int = 500,
-                 batch_wait: float = 0.02) -> None:
-        self.ingest = Ingest(engine)
+                 batch_wait: float = 0.02, verify_threads: int = 1,
+                 reconcile_every: float | None = 2.0,
+                 reconcile_config: ReconcileConfig | None = None,
+                 rerequest_every: float | None = 10.0, presence: bool = True) -> None:
+        self.engine = engine
+        self.ingest = Ingest(engine, verify_threads=verify_threads)
+        self.reconcile_every = reconcile_every
+        self.reconcile_config = reconcile_config or ReconcileConfig()
+        self.rerequest_every = rerequest_every
+        self.presence = presence
+        self.presence_inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
@@ -38,6 +66,7 @@ class IngestWorker:
         self.subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._side: threading.Thread | None = None
         self.host, self.port = host, port
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5)
@@ -56,6 +85,8 @@ class IngestWorker:
             log.error("broker refused HQ ingest: %s", reason_code)
             return
         client.subscribe(ALL_RECORDS_SHARED, qos=1)
+        if self.presence:
+            client.subscribe(ALL_PRESENCE, qos=1)
         self.connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -66,7 +97,10 @@ class IngestWorker:
             self.subscribed.set()
 
     def _on_message(self, client, userdata, message) -> None:
-        self.inbox.put((message.topic, bytes(message.payload)))
+        if presence_kind(message.topic):
+            self.presence_inbox.put((message.topic, bytes(message.payload)))
+        else:
+            self.inbox.put((message.topic, bytes(message.payload)))
 
     def start(self) -> IngestWorker:
         props = Properties(PacketTypes.CONNECT)
@@ -76,14 +110,19 @@ class IngestWorker:
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name="hq-ingest", daemon=True)
         self._thread.start()
+        self._side = threading.Thread(target=self._run_side, name="hq-reconcile", daemon=True)
+        self._side.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
+        if self._side:
+            self._side.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
+        self.ingest.close()
 
     def _next_batch(self) -> list[tuple[str, bytes]]:
         try:
@@ -100,6 +139,7 @@ class IngestWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._take_presence()
             batch = self._next_batch()
             if not batch:
                 continue
@@ -116,6 +156,45 @@ class IngestWorker:
             self.totals.rejected.update(result.rejected)
             for device_id, ack in result.acks.items():
                 self.client.publish(ack_topic(device_id), ack.to_json(), qos=1)
+
+    def _take_presence(self) -> None:
+        while True:
+            try:
+                topic, payload = self.presence_inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                record_presence(self.engine, topic, payload)
+            except (MessageError, UnknownDevice) as exc:
+                log.warning("presence message on %s ignored: %s", topic, exc)
+            except Exception:
+                log.exception("presence message on %s failed", topic)
+
+    def _run_side(self) -> None:
+        """Reconciliation and gap re-requests, off the ingest thread."""
+        next_reconcile = next_rerequest = time.monotonic()
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            try:
+                if self.reconcile_every is not None and now >= next_reconcile:
+                    next_reconcile = now + self.reconcile_every
+                    self.reconcile_once()
+                if self.rerequest_every is not None and now >= next_rerequest:
+                    next_rerequest = now + self.rerequest_every
+                    for device_id, ack in gap_report(self.engine).items():
+                        log.info("asking %s again for records %s", device_id, ack.missing[:10])
+                        self.client.publish(ack_topic(device_id), ack.to_json(), qos=1)
+            except Exception:
+                log.exception("reconciliation or gap re-request failed; trying again later")
+
+    def reconcile_once(self) -> int:
+        """Reconcile the cards that are due; publish denylist changes. Returns cards done."""
+        summary = reconcile_due(self.engine, self.reconcile_config)
+        if summary.denylist_deltas:
+            snapshot = denylist_snapshot(self.engine)
+            for delta in summary.denylist_deltas:
+                publish_denylist(self.client, delta, snapshot)
+        return summary.cards
 
     def run_forever(self) -> None:
         self.start()

@@ -1,18 +1,36 @@
-"""Reading the ledger: balances, the balance check, and summary figures."""
+"""The ledger's own operations: posting to accounts, reversals, and the full check.
+
+Writing goes through :func:`apply_to_accounts` (running totals guarded by the
+database's floor constraint) plus plain inserts of transactions and entries; nothing in
+the ledger is ever updated or deleted (database triggers refuse it). Reading:
+:func:`check_ledger` recomputes every balance from the entries (``onecard hq
+verify-ledger``), :func:`account_balance` and :func:`ingest_figures` give figures.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
 
-from hq_server.postings import Entry, account_rule
-from hq_server.schema import counters, ledger_accounts, ledger_entries, quarantine, records
+from hq_server.postings import Entry, account_rule, check_balanced, txn_id
+from hq_server.schema import (
+    counters,
+    ledger_accounts,
+    ledger_entries,
+    ledger_transactions,
+    quarantine,
+    records,
+)
 
 
 def dialect_insert(conn: Connection):
@@ -43,14 +61,17 @@ def bulk_execute(conn: Connection, name: str, make: Callable[[], Executable],
     conn.exec_driver_sql(sql, params)
 
 
-def _account_upsert(conn: Connection) -> Executable:
+def _account_create(conn: Connection) -> Executable:
     ins = dialect_insert(conn)(ledger_accounts).values(
-        {c: bindparam(c) for c in ("account", "asset", "kind", "credit_floor", "debits", "credits")})
-    return ins.on_conflict_do_update(
-        index_elements=[ledger_accounts.c.account],
-        set_={"debits": ledger_accounts.c.debits + ins.excluded.debits,
-              "credits": ledger_accounts.c.credits + ins.excluded.credits},
-    )
+        {c: bindparam(c) for c in ("account", "asset", "kind", "credit_floor")})
+    return ins.on_conflict_do_nothing(index_elements=[ledger_accounts.c.account])
+
+
+def _account_add() -> Executable:
+    a = ledger_accounts.c
+    return (update(ledger_accounts).where(a.account == bindparam("b_account"))
+            .values(debits=a.debits + bindparam("b_debits"),
+                    credits=a.credits + bindparam("b_credits")))
 
 
 def apply_to_accounts(conn: Connection, entries: Iterable[Entry]) -> None:
@@ -73,34 +94,176 @@ def apply_to_accounts(conn: Connection, entries: Iterable[Entry]) -> None:
             row[2] -= e.amount
     if not totals:
         return
-    rows = []
-    for account in sorted(totals):
-        asset, debits, credits = totals[account]
-        rule = account_rule(account)
-        rows.append({"account": account, "asset": asset, "kind": rule.kind,
-                     "credit_floor": rule.credit_floor, "debits": debits, "credits": credits})
-    bulk_execute(conn, "account_upsert", lambda: _account_upsert(conn), rows)
+    # Create missing accounts with zero totals, then add to the totals: the floor check
+    # must judge the account's new totals, not a would-be row holding only this batch.
+    accounts = sorted(totals)
+    bulk_execute(conn, "account_create", lambda: _account_create(conn), [
+        {"account": acct, "asset": totals[acct][0], "kind": account_rule(acct).kind,
+         "credit_floor": account_rule(acct).credit_floor} for acct in accounts])
+    bulk_execute(conn, "account_add", _account_add, [
+        {"b_account": acct, "b_debits": totals[acct][1], "b_credits": totals[acct][2]}
+        for acct in accounts])
 
 
 @dataclass(frozen=True)
 class LedgerCheck:
+    """The result of recomputing the ledger from its entries.
+
+    ``balanced`` is True only when every check holds; ``problems`` says in words what
+    does not (at most a hundred of each kind).
+    """
+
     balanced: bool
     unbalanced_transactions: list[tuple[str, str, int]]
     asset_totals: dict[str, int]
+    problems: list[str] = field(default_factory=list)
+    figures: dict[str, int] = field(default_factory=dict)
 
 
 def check_ledger(engine: Engine) -> LedgerCheck:
-    """Recompute from entries: every transaction balances per asset, and so does the whole."""
+    """Recompute everything from the entries and compare with what is stored.
+
+    Checks: every transaction balances per asset; each asset sums to zero over all
+    accounts; each account's running debit/credit totals equal the sum of its entries;
+    no purse, visit or points account is below zero; every posted record has exactly
+    its one transaction and every record transaction its posted record; a reversal is
+    the exact negation of the transaction it reverses.
+    """
+    e, t, a = ledger_entries.c, ledger_transactions.c, ledger_accounts.c
+    problems: list[str] = []
     with engine.connect() as conn:
-        bad = [tuple(r) for r in conn.execute(
-            select(ledger_entries.c.txn_id, ledger_entries.c.asset, func.sum(ledger_entries.c.amount))
-            .group_by(ledger_entries.c.txn_id, ledger_entries.c.asset)
-            .having(func.sum(ledger_entries.c.amount) != 0).limit(100))]
+        bad = [(str(x), str(y), int(z)) for x, y, z in conn.execute(
+            select(e.txn_id, e.asset, func.sum(e.amount)).group_by(e.txn_id, e.asset)
+            .having(func.sum(e.amount) != 0).limit(100))]
+        problems += [f"transaction {txn} does not balance in {asset}: {total}"
+                     for txn, asset, total in bad]
         totals = {asset: int(total) for asset, total in conn.execute(
-            select(ledger_entries.c.asset, func.sum(ledger_entries.c.amount))
-            .group_by(ledger_entries.c.asset))}
-    balanced = not bad and all(v == 0 for v in totals.values())
-    return LedgerCheck(balanced, bad, totals)
+            select(e.asset, func.sum(e.amount)).group_by(e.asset))}
+        problems += [f"{asset} sums to {total} over all accounts, not 0"
+                     for asset, total in totals.items() if total]
+
+        debit = func.sum(case((e.amount > 0, e.amount), else_=0))
+        credit = func.sum(case((e.amount < 0, -e.amount), else_=0))
+        recomputed = {acct: (asset, int(d), int(c)) for acct, asset, d, c in conn.execute(
+            select(e.account, e.asset, debit, credit).group_by(e.account, e.asset))}
+        stored = {acct: (asset, int(d), int(c), bool(floor)) for acct, asset, d, c, floor in
+                  conn.execute(select(a.account, a.asset, a.debits, a.credits, a.credit_floor))}
+        for acct, (asset, d, c) in recomputed.items():
+            held = stored.get(acct)
+            if held is None or held[:3] != (asset, d, c):
+                problems.append(f"account {acct}: entries give {asset} debits {d} credits {c}, "
+                                f"stored totals say {held[:3] if held else 'nothing'}")
+            if account_rule(acct).credit_floor and d > c:
+                problems.append(f"account {acct} is {d - c} {asset} below zero")
+        for acct, (_asset, d, c, _floor) in stored.items():
+            if acct not in recomputed and (d or c):
+                problems.append(f"account {acct} has totals {d}/{c} but no entries")
+
+        posted = records.c.status == "posted"
+        unposted = conn.execute(
+            select(records.c.device_id, records.c.seq).select_from(records.outerjoin(
+                ledger_transactions, (t.device_id == records.c.device_id) & (t.seq == records.c.seq)
+                & (t.reverses.is_(None)) & (t.kind != "reversal")))
+            .where(posted & t.txn_id.is_(None)).limit(100)).all()
+        problems += [f"record {d}#{q} is posted but has no ledger transaction" for d, q in unposted]
+        orphans = conn.execute(
+            select(t.txn_id).select_from(ledger_transactions.outerjoin(
+                records, (t.device_id == records.c.device_id) & (t.seq == records.c.seq) & posted))
+            .where(t.device_id.is_not(None) & (t.kind != "reversal") & records.c.seq.is_(None))
+            .limit(100)).all()
+        problems += [f"transaction {x} has no posted record behind it" for (x,) in orphans]
+        misnamed = conn.execute(select(t.txn_id, t.device_id, t.seq).where(
+            t.device_id.is_not(None) & (t.kind != "reversal"))).all()
+        problems += [f"transaction {x} should be named {txn_id(d, q)}"
+                     for x, d, q in misnamed if x != txn_id(d, q)][:100]
+
+        for rev, orig in conn.execute(
+                select(t.txn_id, t.reverses).where(t.reverses.is_not(None))).all():
+            lines: dict[tuple[str, str], int] = defaultdict(int)
+            for account, asset, amount in conn.execute(
+                    select(e.account, e.asset, e.amount).where(e.txn_id.in_([rev, orig]))).all():
+                lines[(account, asset)] += amount
+            if any(lines.values()):
+                problems.append(f"reversal {rev} is not the exact negation of {orig}")
+        figures = {
+            "transactions": conn.execute(select(func.count()).select_from(ledger_transactions)).scalar_one(),
+            "entries": conn.execute(select(func.count()).select_from(ledger_entries)).scalar_one(),
+            "accounts": len(stored),
+            "posted_records": conn.execute(select(func.count()).select_from(records).where(posted)).scalar_one(),
+        }
+    return LedgerCheck(not problems, bad, totals, problems, figures)
+
+
+class LedgerError(ValueError):
+    """A ledger operation that cannot be done, with the reason in words."""
+
+
+def reverse_transaction(engine: Engine, original: str, reason: str, operator: str,
+                        now_ms: int | None = None) -> str:
+    """Post the exact negation of transaction ``original``: the only way to correct it.
+
+    Its id is ``rev:<original>`` and the database allows one reversal per transaction.
+    Refused, changing nothing, when the original does not exist, is itself a reversal,
+    was already reversed, or when taking its value back would leave a card's purse,
+    visits or points below zero (the value has been spent since).
+    """
+    if not reason.strip() or not operator.strip():
+        raise LedgerError("a reversal needs a reason and the operator who asks for it")
+    rev_id = f"rev:{original}"
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    t = ledger_transactions.c
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(select(ledger_transactions).where(t.txn_id == original)).mappings().first()
+            if row is None:
+                raise LedgerError(f"no ledger transaction {original!r}")
+            if row["reverses"] is not None:
+                raise LedgerError(f"{original} is itself a reversal; post a new transaction instead")
+            if conn.execute(select(t.txn_id).where(t.reverses == original)).first():
+                raise LedgerError(f"{original} was already reversed")
+            entries = [Entry(acct, asset, -amount) for acct, asset, amount in conn.execute(
+                select(ledger_entries.c.account, ledger_entries.c.asset, ledger_entries.c.amount)
+                .where(ledger_entries.c.txn_id == original).order_by(ledger_entries.c.id))]
+            for entry in entries:
+                if entry.amount > 0 and account_rule(entry.account).credit_floor:
+                    d, c = conn.execute(select(ledger_accounts.c.debits, ledger_accounts.c.credits)
+                                        .where(ledger_accounts.c.account == entry.account)).one()
+                    if c - d < entry.amount:
+                        raise LedgerError(
+                            f"reversing {original} would take {entry.amount} {entry.asset} from "
+                            f"{entry.account}, which holds only {c - d}")
+            conn.execute(insert(ledger_transactions).values(
+                txn_id=rev_id, device_id=row["device_id"], seq=row["seq"], kind="reversal",
+                store=row["store"], card_id=row["card_id"], posted_at_ms=now_ms, reverses=original,
+                memo=json.dumps({"reason": reason, "operator": operator}, ensure_ascii=False)))
+            apply_to_accounts(conn, entries)
+            if entries:
+                conn.execute(insert(ledger_entries), [
+                    {"txn_id": rev_id, "account": x.account, "asset": x.asset, "amount": x.amount}
+                    for x in entries])
+    except IntegrityError as exc:  # a concurrent reversal or spend got there first
+        raise LedgerError(f"reversal of {original} refused by the database: {exc.orig}") from None
+    return rev_id
+
+
+def post_transaction(engine: Engine, txn: str, kind: str, store: str, entries: list[Entry],
+                     memo: dict[str, Any], now_ms: int | None = None) -> bool:
+    """Post a balanced HQ-side transaction (settlement) once; False if ``txn`` exists."""
+    check_balanced(entries)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with engine.begin() as conn:
+        if conn.execute(select(ledger_transactions.c.txn_id)
+                        .where(ledger_transactions.c.txn_id == txn)).first():
+            return False
+        conn.execute(insert(ledger_transactions).values(
+            txn_id=txn, kind=kind, store=store, posted_at_ms=now_ms,
+            memo=json.dumps(memo, sort_keys=True, ensure_ascii=False)))
+        apply_to_accounts(conn, entries)
+        if entries:
+            conn.execute(insert(ledger_entries), [
+                {"txn_id": txn, "account": x.account, "asset": x.asset, "amount": x.amount}
+                for x in entries])
+    return True
 
 
 def account_balance(engine: Engine, account: str, asset: str) -> int:

@@ -12,6 +12,16 @@ Accounts are named by what they are in the business::
     store:<store>:visits_used:<p>     visits redeemed at the store (visits)
     store:<store>:points_issued       points granted by the store (points)
 
+    card:<card>:unbacked              value the card spent beyond what HQ held for it
+                                      (clone, forged top-up): a receivable, fen
+    card:<card>:unbacked_visits:<p>   the same for visits
+    card:<card>:unbacked_points       the same for points
+    store:<store>:settlement          what the store owes (credit) or is owed (debit)
+                                      by other stores, from settlement runs (fen)
+
+Purse, visits and points accounts never go below zero (the database refuses it); see
+:func:`postings_for` for where a shortfall goes instead.
+
 Amounts are signed: a debit is positive, a credit negative. Assets are kept apart
 (``CNY`` in fen, ``visit:<product>``, ``points``): every posting balances per asset and
 no entry mixes them.
@@ -156,7 +166,7 @@ def _raw_postings(r: TransactionRecord) -> list[Entry]:
         add(f"{store}:cash", CNY, r.cash_fen)
         add(f"{store}:bonus_given", CNY, r.bonus_fen)
         add(f"{card}:purse", CNY, -purse_delta)
-    elif op in (Operation.DEBIT, Operation.REFUND, Operation.RECALL):
+    elif op in (Operation.DEBIT, Operation.REFUND, Operation.RECALL, Operation.SELL_PASS):
         # The purse moves by purse_delta; cash (paid in > 0, paid out < 0) moves beside
         # it; the difference is the store's revenue (negative for refunds).
         add(f"{card}:purse", CNY, -purse_delta)

@@ -109,11 +109,12 @@ def hq_verify_ledger(db: str) -> None:
     check = check_ledger(open_engine(db))
     for asset, total in sorted(check.asset_totals.items()):
         click.echo(f"{asset:<24} sum over all accounts: {total}")
+    click.echo(", ".join(f"{n} {what}" for what, n in check.figures.items()))
     if not check.balanced:
-        for txn, asset, total in check.unbalanced_transactions:
-            click.echo(f"UNBALANCED {txn} {asset}: {total}", err=True)
+        for problem in check.problems:
+            click.echo(f"PROBLEM: {problem}")
         raise click.ClickException("the ledger does not balance")
-    click.echo("ledger balanced")
+    click.echo("ledger balanced: every transaction, account total and record checked")
 
 
 @hq.command("run")
