@@ -142,6 +142,7 @@ class VpcdReader:
     """
 
     #: how long to stay disconnected after a card left, so pcscd's poll notices it
+    #: (a caller that itself waits for pcscd's removal event may set ``removal_hold`` 0)
     REMOVAL_HOLD_S = 0.9
 
     def __init__(self, field: CardField, port: int = VPCD_BASE_PORT,
@@ -161,6 +162,7 @@ class VpcdReader:
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._left_at = 0.0
+        self.removal_hold = self.REMOVAL_HOLD_S
         field.on_change(self._field_changed)
 
     @property
@@ -227,7 +229,7 @@ class VpcdReader:
                 self.field.wait_for_change(generation, 0.2)
                 generation = self.field.generation
                 continue
-            hold = self._left_at + self.REMOVAL_HOLD_S - time.monotonic()
+            hold = self._left_at + self.removal_hold - time.monotonic()
             if hold > 0:
                 time.sleep(min(hold, 0.2))
                 continue

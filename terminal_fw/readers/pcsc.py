@@ -310,9 +310,14 @@ class PcscReaders:
 
     def connect(self, reader: str) -> PcscMifareLink:
         """Open a link to the card on ``reader`` (CardRemoved if there is none)."""
-        hresult, card, protocol = scard.SCardConnect(
-            self._ctx(), reader, scard.SCARD_SHARE_SHARED,
-            scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
+        for attempt in range(3):
+            hresult, card, protocol = scard.SCardConnect(
+                self._ctx(), reader, scard.SCARD_SHARE_SHARED,
+                scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
+            # pcscd may be powering an idle card down just as we connect: try again
+            if _u32(hresult) != _u32(scard.SCARD_W_UNPOWERED_CARD) or attempt == 2:
+                break
+            time.sleep(0.02)
         if hresult != scard.SCARD_S_SUCCESS:
             raise _fail(f"connect to the card on {reader}", hresult)
         try:
