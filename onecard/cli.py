@@ -174,6 +174,50 @@ def terminal_outbox(store_db: Path) -> None:
                f"{box.backlog()} waiting")
 
 
+# --- sim -----------------------------------------------------------------------------
+
+
+@main.group()
+def sim() -> None:
+    """Simulated hardware behind the real stacks (PC/SC via vpcd, PN532 on a pty)."""
+
+
+def _run_until_interrupted(runner, **kwargs) -> None:
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops cleanly (and saves)
+        signal.signal(sig, lambda *_: stop.set())
+    runner(say=lambda m: click.echo(m, err=True), stop=stop, **kwargs)
+
+
+card_dump = click.option("--card", "dump", type=click.Path(path_type=Path, exists=True),
+                         required=True, help="A 1024-byte MIFARE Classic 1K dump (.mfd).")
+save_option = click.option("--save", is_flag=True, help="Write the card back to the dump at exit.")
+
+
+@sim.command("pcsc")
+@card_dump
+@save_option
+@click.option("--port", type=int, default=35963, show_default=True,
+              help="vpcd port (35963 = Virtual PCD 00 00, 35964 = 00 01).")
+def sim_pcsc(dump: Path, save: bool, port: int) -> None:
+    """A virtual PC/SC reader (through pcscd + vpcd) with the card from DUMP on it."""
+    from simulators.sim_runner import run_pcsc
+
+    _run_until_interrupted(run_pcsc, dump=dump, port=port, save=save)
+
+
+@sim.command("pn532")
+@card_dump
+@save_option
+def sim_pn532(dump: Path, save: bool) -> None:
+    """An emulated PN532 on a pty with the card from DUMP in its field."""
+    from simulators.sim_runner import run_pn532
+
+    _run_until_interrupted(run_pn532, dump=dump, save=save)
+
+
 # --- demo ----------------------------------------------------------------------------
 
 
