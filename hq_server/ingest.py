@@ -19,6 +19,7 @@ record), which is what lets one worker keep up with the broker.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 MAX_MISSING_REPORTED = 100
 #: How often a batch is tried when a concurrent worker made it fail (PostgreSQL
 #: unique-key collision, deadlock, floor check that another batch moved; SQLite busy).
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 8
 _ADVANCE_WINDOW = 2000
 
 
@@ -131,7 +132,7 @@ class Ingest:
                     raise
                 log.info("ingest batch collided with another writer (%s); retrying",
                          type(exc.orig).__name__)
-                time.sleep(0.01 * attempt)
+                time.sleep(random.uniform(0.005, 0.02) * attempt)
         raise AssertionError("unreachable")
 
     def _load_devices(self, device_ids: set[str]) -> dict[str, Device]:
@@ -215,6 +216,8 @@ class Ingest:
                 rejected.append(_rejection(s.wire, exc))
                 status_of[key] = "quarantined"
 
+        # Rows go in key order, so concurrent workers lock them in one order (no deadlock).
+        fresh = dict(sorted(fresh.items()))
         if fresh:
             bulk_execute(conn, "records", lambda: _bulk_insert(records), [
                 {"device_id": s.record.device_id, "seq": s.record.seq,
@@ -260,7 +263,9 @@ class Ingest:
         # record that really overdrew it.
         ordered = sorted(signed, key=lambda s: (s.record.card_id, s.record.card_counter,
                                                 s.record.device_id, s.record.seq))
-        txns, entry_rows, all_entries = [], [], []
+        txns: list[dict] = []
+        entry_rows: list[dict] = []
+        all_entries: list[Entry] = []
         for s in ordered:
             r = s.record
             tid = txn_id(r.device_id, r.seq)
@@ -273,6 +278,7 @@ class Ingest:
             entry_rows.extend({"txn_id": tid, "account": e.account, "asset": e.asset,
                                "amount": e.amount} for e in entries)
         apply_to_accounts(conn, all_entries)
+        txns.sort(key=lambda row: row["txn_id"])
         bulk_execute(conn, "ledger_transactions", lambda: _bulk_insert(ledger_transactions), txns)
         bulk_execute(conn, "ledger_entries", lambda: _bulk_insert(ledger_entries, "id"), entry_rows)
 
