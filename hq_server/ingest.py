@@ -29,6 +29,7 @@ from itertools import islice
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -218,14 +219,32 @@ class Ingest:
 
         # Rows go in key order, so concurrent workers lock them in one order (no deadlock).
         fresh = dict(sorted(fresh.items()))
-        if fresh:
-            bulk_execute(conn, "records", lambda: _bulk_insert(records), [
-                {"device_id": s.record.device_id, "seq": s.record.seq,
+        rows = [{"device_id": s.record.device_id, "seq": s.record.seq,
                  "record_hash": s.record_hash, "prev_hash": s.record.prev_hash, "wire": s.wire,
                  "card_id": s.record.card_id, "operation": int(s.record.operation),
                  "card_counter": s.record.card_counter, "device_time_ms": s.record.device_time_ms,
-                 "received_at_ms": now, "status": status_of[k]}
-                for k, s in fresh.items()])
+                 "received_at_ms": now, "status": status_of[k]} for k, s in fresh.items()]
+        if rows and conn.dialect.name == "postgresql":
+            # Another worker may be storing the same record right now: PostgreSQL waits
+            # for it, and the record is then ours only if our insert took.
+            taken = {(d, q) for d, q in conn.execute(
+                postgresql.insert(records).on_conflict_do_nothing(
+                    index_elements=[records.c.device_id, records.c.seq])
+                .returning(records.c.device_id, records.c.seq), rows)}
+            for key in [k for k in fresh if k not in taken]:
+                raced = fresh.pop(key)
+                _drop_quarantine_of(rejected, raced)
+                held = conn.execute(select(records.c.record_hash).where(
+                    (records.c.device_id == key[0]) & (records.c.seq == key[1]))).scalar_one()
+                if bytes(held) == raced.record_hash:
+                    result.duplicates += 1
+                else:
+                    rejected.append(_rejection(raced.wire, RecordRejected(
+                        Reason.CONFLICTING_DUPLICATE,
+                        f"{key[0]}#{key[1]} was already stored with other content")))
+        elif rows:
+            # SQLite: this transaction holds the write lock, what we read is all there is.
+            bulk_execute(conn, "records", lambda: _bulk_insert(records), rows)
         to_post = [s for k, s in fresh.items() if status_of[k] == "posted"]
         self._post(conn, to_post, registry, now)
         result.posted = len(to_post)
@@ -292,6 +311,14 @@ class Ingest:
 
         bulk_execute(conn, "card_touch", make,
                      [{"card_id": c, "touched": n} for c, n in sorted(per_card.items())])
+
+
+def _drop_quarantine_of(rejected: list[_Rejected], signed: SignedRecord) -> None:
+    """Forget a chain rejection of ``signed`` made before we knew another worker had it."""
+    for i, r in enumerate(rejected):
+        if r.payload == signed.wire and r.error.reason == Reason.BROKEN_CHAIN:
+            del rejected[i]
+            return
 
 
 def _bulk_insert(table, *skip: str):
