@@ -71,13 +71,35 @@ def running_pcscd() -> Iterator[None]:
             proc.kill()
 
 
+_held = 0  # how many session fixtures of this process hold the machine-wide lock
+
+
+@contextlib.contextmanager
+def _vpcd_lock() -> Iterator[None]:
+    """The machine-wide vpcd lock, re-entrant within one process (each test module that
+    imports the fixture gets its own session fixture instance)."""
+    global _held
+    if _held:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
+    with open(LOCK_PATH, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = 0
+
+
 @pytest.fixture(scope="session")
 def pcscd() -> Iterator[None]:
     require(have_pcscd(), "pcscd and vsmartcard-vpcd (apt packages pcscd vsmartcard-vpcd)")
-    with open(LOCK_PATH, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with running_pcscd():
-            yield
+    with _vpcd_lock(), running_pcscd():
+        yield
 
 
 @pytest.fixture
