@@ -1,9 +1,12 @@
-"""The demo: our broker, HQ, and a fleet of simulated gates with members tapping.
+"""The demo: our broker, HQ, and a fleet of simulated terminals with members tapping.
 
 Everything runs on this machine: a mosquitto with OneCard's config on a free loopback
-port, HQ ingest as its own process on a temporary SQLite ledger, and the gates in this
-process, each with its own identity, outbox and MQTT connection. One gate loses its
-broker connection for a while and catches up.
+port, HQ ingest as its own process on a temporary SQLite ledger, and the terminals in
+this process, each with its own identity, outbox and MQTT connection. Members carry
+simulated MIFARE Classic 1K cards in OneCard's card format: a service desk issues them
+and sells swim visits (cash), gates take visits; a member whose visits run out goes
+back to the desk for another package. One gate loses its broker connection for a while
+and catches up.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker_config.render import HQ_USER
@@ -25,15 +28,26 @@ from broker_config.runner import Broker
 from hq_server.devices import add_device
 from hq_server.ledger import check_ledger, ingest_figures
 from hq_server.schema import open_engine
-from protocol.card_state import CardState
-from simulators.count_card import SimCountCard
+from protocol.card_ops import TerminalContext, add_visits, issue
+from protocol.card_state import RefusalReason
+from protocol.keys import ChainKeys
+from protocol.products import CardProduct, Catalogue, CountProduct
+from simulators.mifare_classic import MifareClassic1K
+from terminal_fw.card_app import CardService, WriteStatus
 from terminal_fw.gate import Gate
-from terminal_fw.identity import load_or_create
+from terminal_fw.identity import DeviceIdentity, load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
 
 PRODUCT = "swim"
+STORE = "store-01"
 DRAIN_TIMEOUT = 120.0
+CHAIN_ID = 1
+
+CATALOGUE = Catalogue(
+    card_products=(CardProduct(1, "swim-card", count_products=(PRODUCT,)),),
+    count_products=(CountProduct(10, PRODUCT, 30000, 10),),  # 10 swims for 300.00 yuan
+)
 
 
 @dataclass
@@ -47,31 +61,92 @@ class DemoConfig:
     workdir: Path | None = None
 
 
-class SimGate:
-    """One simulated gate: identity, outbox, uplink, and a member tapping now and then."""
+@dataclass
+class Member:
+    """A member and the card in their pocket; the lock is the hand that holds it."""
 
-    def __init__(self, index: int, workdir: Path, store: str, broker: Broker,
-                 cards: list[SimCountCard], tap_rate: float) -> None:
-        self.device_id = f"gate-{index:02d}"
-        folder = workdir / self.device_id
-        self.identity = load_or_create(folder / "secrets", self.device_id, store)
+    card: MifareClassic1K
+    hand: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SimTerminal:
+    """Identity, outbox and uplink of one simulated terminal."""
+
+    def __init__(self, device_id: str, role: str, workdir: Path, broker: Broker) -> None:
+        self.device_id = device_id
+        self.role = role
+        folder = workdir / device_id
+        self.identity: DeviceIdentity = load_or_create(folder / "secrets", device_id, STORE)
         self.outbox = Outbox(folder / "terminal.db")
         self.password = secrets.token_urlsafe(16)
-        self.gate = Gate(self.identity, self.outbox, PRODUCT,
-                         offline=lambda: not self.uplink.connected.is_set())
         self.broker = broker
-        self.cards = cards
-        self.tap_rate = tap_rate
-        self.taps = self.refused = 0
         self.link_down = False
         self.uplink: Uplink
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._tap_loop, name=self.device_id, daemon=True)
 
     def connect(self) -> None:
         self.uplink = Uplink(self.device_id, self.outbox, host="127.0.0.1",
                              port=self.broker.port, password=self.password)
         self.uplink.start()
+
+    def set_link(self, up: bool) -> None:
+        self.link_down = not up
+        self.uplink.set_link(up)
+
+    def figures(self) -> dict[str, int]:
+        return {"made": self.outbox.last_seq, "acknowledged": self.outbox.acked_through,
+                "backlog": self.outbox.backlog()}
+
+
+class ServiceDesk(SimTerminal):
+    """The counter (服务台): issues cards and sells visit packages for cash."""
+
+    def __init__(self, workdir: Path, broker: Broker, service: CardService) -> None:
+        super().__init__("desk-01", "handheld", workdir, broker)
+        self.service = service
+        self.sold = 0
+        self._lock = threading.RLock()
+
+    def _ctx(self) -> TerminalContext:
+        return TerminalContext(device_id=self.device_id, store=STORE, chain_id=CHAIN_ID,
+                               now_ms=int(time.time() * 1000), operator="desk")
+
+    def _commit(self, result) -> None:
+        if result.status is not WriteStatus.WRITTEN:
+            raise RuntimeError(f"desk operation failed: {result.status} {result.refusal}")
+        for record in result.records:
+            self.outbox.append(record, self.identity.signing_key)
+        if hasattr(self, "uplink"):
+            self.uplink.notify()
+
+    def issue_card(self, card: MifareClassic1K, card_id: str, packages: int) -> None:
+        with self._lock:
+            self._commit(self.service.run(card, issue, card_id=card_id,
+                                          card_product="swim-card", ctx=self._ctx()))
+            self.sell_visits(card, packages)
+
+    def sell_visits(self, card: MifareClassic1K, packages: int = 1) -> None:
+        with self._lock:
+            self._commit(self.service.run(card, add_visits, PRODUCT, packages, ctx=self._ctx()))
+            self.sold += packages
+
+    def figures(self) -> dict[str, int]:
+        return {**super().figures(), "packages_sold": self.sold}
+
+
+class SimGate(SimTerminal):
+    """A gate with a reader; members walk up now and then and tap their card."""
+
+    def __init__(self, index: int, workdir: Path, broker: Broker, service: CardService,
+                 members: list[Member], desk: ServiceDesk, tap_rate: float) -> None:
+        super().__init__(f"gate-{index:02d}", "gate", workdir, broker)
+        self.gate = Gate(self.identity, self.outbox, PRODUCT, card_service=service,
+                         offline=lambda: not self.uplink.connected.is_set())
+        self.members = members
+        self.desk = desk
+        self.tap_rate = tap_rate
+        self.taps = self.refused = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tap_loop, name=self.device_id, daemon=True)
 
     def start_tapping(self) -> None:
         self._thread.start()
@@ -83,20 +158,23 @@ class SimGate:
     def _tap_loop(self) -> None:
         rng = random.Random(self.device_id)
         while not self._stop.wait(rng.expovariate(self.tap_rate)):
-            decision = self.gate.tap(rng.choice(self.cards))
-            self.taps += 1
-            if decision.opened:
-                self.uplink.notify()
-            else:
+            member = rng.choice(self.members)
+            if not member.hand.acquire(blocking=False):
+                continue  # that member is at another gate right now
+            try:
+                decision = self.gate.tap(member.card)
+                self.taps += 1
+                if decision.opened:
+                    self.uplink.notify()
+                    continue
                 self.refused += 1
-
-    def set_link(self, up: bool) -> None:
-        self.link_down = not up
-        self.uplink.set_link(up)
+                if RefusalReason.EXHAUSTED.value in decision.reason:
+                    self.desk.sell_visits(member.card)  # off to the desk for more swims
+            finally:
+                member.hand.release()
 
     def figures(self) -> dict[str, int]:
-        return {"made": self.outbox.last_seq, "acknowledged": self.outbox.acked_through,
-                "backlog": self.outbox.backlog(), "taps": self.taps, "refused": self.refused}
+        return {**super().figures(), "taps": self.taps, "refused": self.refused}
 
 
 def _start_hq(db_url: str, broker: Broker, password: str, log_path: Path) -> subprocess.Popen:
@@ -113,20 +191,29 @@ def run_demo(config: DemoConfig) -> dict:
     db_url = f"sqlite:///{workdir / 'hq.db'}"
     engine = open_engine(db_url)
     hq_password = secrets.token_urlsafe(16)
-    store = "store-01"
-    cards = [SimCountCard(CardState(card_id=f"M{n:05d}", visits={PRODUCT: 10_000}))
-             for n in range(config.members)]
+    keys = ChainKeys(CHAIN_ID, read_master=secrets.token_bytes(16),
+                     write_master=secrets.token_bytes(16), mac_master=secrets.token_bytes(16))
+    service = CardService(keys, CATALOGUE)
 
     broker = Broker({HQ_USER: hq_password}).start()
-    gates = [SimGate(i + 1, workdir, store, broker, cards, config.tap_rate)
+    desk = ServiceDesk(workdir, broker, service)
+    rng = random.Random(7)
+    members = []
+    for n in range(config.members):
+        card = MifareClassic1K.blank(rng.randbytes(4))
+        desk.issue_card(card, f"M{n:05d}", packages=1)
+        members.append(Member(card))
+    gates = [SimGate(i + 1, workdir, broker, service, members, desk, config.tap_rate)
              for i in range(config.gates)]
-    for g in gates:
-        add_device(engine, g.device_id, g.identity.public_key_hex, store)
-        broker.add_user(g.device_id, g.password)
+    terminals: list[SimTerminal] = [desk, *gates]
+    for t in terminals:
+        add_device(engine, t.device_id, t.identity.public_key_hex, STORE, t.role)
+        broker.add_user(t.device_id, t.password)
     broker.reload()
     hq = _start_hq(db_url, broker, hq_password, workdir / "hq.log")
+    for t in terminals:
+        t.connect()
     for g in gates:
-        g.connect()
         g.start_tapping()
 
     duration = config.duration
@@ -135,7 +222,7 @@ def run_demo(config: DemoConfig) -> dict:
     started = time.monotonic()
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    view = None if config.headless else _LiveView(gates, engine)
+    view = None if config.headless else _LiveView(terminals, engine)
     try:
         if view:
             view.start()
@@ -156,7 +243,7 @@ def run_demo(config: DemoConfig) -> dict:
             if g.link_down:
                 g.set_link(True)
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        while time.monotonic() < deadline and any(g.outbox.backlog() for g in gates):
+        while time.monotonic() < deadline and any(t.outbox.backlog() for t in terminals):
             if view:
                 view.refresh(time.monotonic() - started, "draining")
             time.sleep(0.2)
@@ -166,8 +253,8 @@ def run_demo(config: DemoConfig) -> dict:
         signal.signal(signal.SIGINT, previous)
         if view:
             view.stop()
-        for g in gates:
-            g.uplink.stop()
+        for t in terminals:
+            t.uplink.stop()
         hq.send_signal(signal.SIGTERM)
         try:
             hq.wait(timeout=10)
@@ -178,13 +265,13 @@ def run_demo(config: DemoConfig) -> dict:
     figures = ingest_figures(engine)
     check = check_ledger(engine)
     return {
-        "records_made": sum(g.outbox.last_seq for g in gates),
+        "records_made": sum(t.outbox.last_seq for t in terminals),
         "records_ledgered": figures["records_ledgered"],
         "ledger_balanced": check.balanced,
         "duplicates_rejected": figures["duplicates_rejected"],
         "quarantined": figures["quarantined"],
         "asset_totals": check.asset_totals,
-        "devices": {g.device_id: g.figures() for g in gates},
+        "devices": {t.device_id: t.figures() for t in terminals},
         "outage_device": flaky.device_id,
         "outage_seconds": outage,
         "workdir": str(workdir),
@@ -194,11 +281,11 @@ def run_demo(config: DemoConfig) -> dict:
 class _LiveView:
     """A live table of the fleet in the terminal (rich)."""
 
-    def __init__(self, gates: list[SimGate], engine) -> None:
+    def __init__(self, terminals: list[SimTerminal], engine) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self.gates = gates
+        self.terminals = terminals
         self.engine = engine
         self.live = Live(console=Console(), refresh_per_second=4, transient=False)
 
@@ -213,14 +300,17 @@ class _LiveView:
 
         figures = ingest_figures(self.engine)
         table = Table(title=f"OneCard demo — {phase}, {elapsed:5.1f} s  (Ctrl-C stops the taps)")
-        for col in ("gate", "link", "taps", "records made", "acked by HQ", "backlog"):
-            table.add_column(col, justify="right" if col != "gate" else "left")
-        for g in self.gates:
-            f = g.figures()
-            link = "[red]down[/red]" if g.link_down else (
-                "[green]up[/green]" if g.uplink.connected.is_set() else "[yellow]…[/yellow]")
+        for col in ("terminal", "link", "taps (refused)", "records made", "acked by HQ",
+                    "backlog"):
+            table.add_column(col, justify="right" if col != "terminal" else "left")
+        for t in self.terminals:
+            f = t.figures()
+            link = "[red]down[/red]" if t.link_down else (
+                "[green]up[/green]" if t.uplink.connected.is_set() else "[yellow]…[/yellow]")
             backlog = f"[bold red]{f['backlog']}[/bold red]" if f["backlog"] > 20 else str(f["backlog"])
-            table.add_row(g.device_id, link, str(f["taps"]), str(f["made"]), str(f["acknowledged"]),
+            activity = (f"{f['taps']} ({f['refused']})" if "taps" in f
+                        else f"{f['packages_sold']} sold")
+            table.add_row(t.device_id, link, activity, str(f["made"]), str(f["acknowledged"]),
                           backlog)
         table.caption = (f"HQ ledger: {figures['records_ledgered']} records, "
                          f"{figures['duplicates_rejected']} duplicates rejected, "
