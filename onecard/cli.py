@@ -514,5 +514,58 @@ def terminal_roll_keys(hq_url: str, secrets_dir: Path, store_db: Path,
     click.echo(f"{done.device_id}: new keys in place; reconnect the uplink")
 
 
+@terminal.command("run")
+@click.option("--settings", "settings_file", type=click.Path(path_type=Path, exists=True),
+              default=None, help="Local settings (TOML), e.g. /etc/onecard/terminal.toml.")
+@click.option("--secrets", "secrets_dir", type=click.Path(path_type=Path), default=None,
+              help="The enrolled secrets folder (overrides the settings file).")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Outbox and local store folder (overrides the settings file).")
+@click.option("--role", type=click.Choice(["gate", "handheld", "kiosk"]), default=None,
+              help="Default: the role HQ enrolled the terminal for.")
+@click.option("--broker-host", default=None)
+@click.option("--broker-port", type=int, default=None)
+@click.option("--broker-password", envvar="ONECARD_BROKER_PASSWORD", default=None,
+              help="Password broker for development (env ONECARD_BROKER_PASSWORD); "
+                   "enrolled terminals use mutual TLS.")
+@click.option("--pcsc-entry", default=None, help="PC/SC entry reader name or prefix.")
+@click.option("--pcsc-exit", default=None, help="PC/SC exit reader name or prefix.")
+@click.option("--uid-reader", "uid_readers", multiple=True,
+              help="Serial UID reader PORT:KIND (KIND em4100 or qr); repeatable.")
+@click.option("--mock-gpio", is_flag=True, help="gpiozero mock pins (no Raspberry Pi).")
+@click.option("--admit-timeout", type=float, default=None,
+              help="Seconds the turnstile stays released for one passage.")
+@click.option("--events", is_flag=True, help="Print each decision as a JSON line on stdout.")
+def terminal_run(settings_file: Path | None, secrets_dir: Path | None, data_dir: Path | None,
+                 role: str | None, broker_host: str | None, broker_port: int | None,
+                 broker_password: str | None, pcsc_entry: str | None, pcsc_exit: str | None,
+                 uid_readers: tuple[str, ...], mock_gpio: bool, admit_timeout: float | None,
+                 events: bool) -> None:
+    """Run the terminal (gate, handheld or kiosk) from its enrolled identity."""
+    from terminal_fw.runtime import RuntimeSettings, serve
+
+    overrides = {"secrets_dir": secrets_dir, "data_dir": data_dir, "role": role,
+                 "broker_host": broker_host, "broker_port": broker_port,
+                 "broker_password": broker_password, "pcsc_entry": pcsc_entry,
+                 "pcsc_exit": pcsc_exit, "admit_timeout_s": admit_timeout}
+    if uid_readers:
+        specs = [u.rsplit(":", 1) for u in uid_readers]
+        overrides["uid_readers"] = [{"port": p, "kind": k} for p, k in specs]
+    if mock_gpio:
+        overrides["gpio"] = {"mock": True}
+    if events:
+        overrides["events"] = lambda e: print(json.dumps(e, default=str), flush=True)
+    if settings_file is not None:
+        settings = RuntimeSettings.from_toml(settings_file, **overrides)
+    else:
+        if secrets_dir is None or data_dir is None:
+            raise click.UsageError("give --settings, or --secrets and --data")
+        settings = RuntimeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        serve(settings)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 if __name__ == "__main__":
     main()

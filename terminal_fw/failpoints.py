@@ -18,7 +18,9 @@ def failpoint(name: str) -> None:
     spec = os.environ.get("ONECARD_FAILPOINT")
     if not spec:
         return
-    target, _, nth = spec.partition(":")
+    target, _, nth = spec.rpartition(":")
+    if not nth.isdigit():
+        target, nth = spec, "1"
     if target != name:
         return
     _counts[name] = _counts.get(name, 0) + 1

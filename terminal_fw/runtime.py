@@ -272,8 +272,9 @@ class Runtime:
         self.uplink.stop()
         for t in self._threads:
             t.join(timeout=5)
-        self.outbox.close()
-        self.store.close()
+        with self.tx.lock:  # a tap in progress finishes before the stores close
+            self.outbox.close()
+            self.store.close()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=target, name=f"{self.device_id}-{name}", daemon=True)
@@ -735,6 +736,10 @@ class GateRole(_Role):
         self._release()
 
     def on_card(self, link: MifareClassicLink, direction: str) -> None:
+        with self.rt.tx.lock:  # one tap at a time, and a shutdown waits for it
+            self._tap(link, direction)
+
+    def _tap(self, link: MifareClassicLink, direction: str) -> None:
         rt = self.rt
         cfg = rt.config.current
         if direction == "exit":
@@ -762,12 +767,12 @@ class GateRole(_Role):
             self.io.refuse()
             return
         failpoint("tap:before_open")
+        self._release()
+        rt.tx.served(result)
         state = result.state
         rt.emit("gate_open", direction="entry", card=state.card_id if state else None,
                 free=result.free, visits=dict(state.visits) if state else {},
                 records=[s.record.seq for s in result.records])
-        self._release()
-        rt.tx.served(result)
 
     def on_uid(self, kind: str, value: str) -> None:
         rt = self.rt
@@ -850,3 +855,31 @@ class KioskEngine(_Role):
     def buy_pass(self, link: MifareClassicLink, pass_name: str, *,
                  pay_from_purse: bool = True) -> TxResult:
         return self.rt.card(link, sell_pass, pass_name, pay_from_purse=pay_from_purse)
+
+
+def serve(settings: RuntimeSettings) -> None:
+    """Run the terminal until SIGTERM/SIGINT (what ``onecard terminal run`` and systemd do).
+
+    Logs go to stderr (the journal under systemd) and to ``terminal.log`` in the data
+    folder, rotated, which is what HQ's ``collect_logs`` command reads back.
+    """
+    import logging.handlers
+    import signal
+
+    data = Path(settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    log_file = settings.log_file or data / "terminal.log"
+    handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=1_000_000, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+    settings.log_file = log_file
+    runtime = Runtime(settings)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    runtime.start()
+    try:
+        done.wait()
+    finally:
+        runtime.stop(clean=True)

@@ -11,7 +11,7 @@ from simulators.mifare_classic import MifareClassic1K
 from terminal_fw.card_app import CardService, WriteStatus
 from terminal_fw.identity import load_or_create
 from terminal_fw.runtime import Runtime, RuntimeSettings, write_chain_keys
-from tests.card_world import CATALOGUE, KEYS, ctx
+from tests.card_world import CATALOGUE, KEYS, T0, ctx
 
 STORE = "store-01"
 
@@ -36,7 +36,7 @@ def config_doc(version: int = 1, **changes: Any) -> dict[str, Any]:
 
 
 def member_card(uid: bytes = bytes.fromhex("11223344"), card_id: str = "M00001",
-                packages: int = 1, opening_fen: int = 0) -> MifareClassic1K:
+                packages: int = 1, opening_fen: int = 0, now_ms: int = T0) -> MifareClassic1K:
     """A gold card with ``packages`` x 10 swim visits (and ``opening_fen`` on the purse)."""
     card = MifareClassic1K.blank(uid)
     svc = CardService(KEYS, CATALOGUE)
@@ -45,7 +45,7 @@ def member_card(uid: bytes = bytes.fromhex("11223344"), card_id: str = "M00001",
     if packages:
         steps.append((add_visits, ("swim", packages), {}))
     for op, args, kwargs in steps:
-        assert svc.run(card, op, *args, ctx=ctx(), **kwargs).status is WriteStatus.WRITTEN
+        assert svc.run(card, op, *args, ctx=ctx(now_ms), **kwargs).status is WriteStatus.WRITTEN
     return card
 
 
