@@ -79,7 +79,8 @@ class LocalStore:
                 yield self.conn
                 self.conn.execute("COMMIT")
             except BaseException as exc:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # SQLite may have rolled back already (full)
+                    self.conn.execute("ROLLBACK")
                 if is_storage_full(exc) and not isinstance(exc, StorageFull):
                     raise StorageFull(f"local store {self.path.name}: {exc}") from exc
                 raise

@@ -71,7 +71,8 @@ class Outbox:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a full disk makes SQLite roll back by itself
+                    conn.execute("ROLLBACK")
                 raise
             return signed
 
@@ -113,7 +114,8 @@ class Outbox:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a full disk makes SQLite roll back by itself
+                    conn.execute("ROLLBACK")
                 raise
             return cur.rowcount
 

@@ -716,6 +716,8 @@ class GateRole(_Role):
         self.opened = 0
 
     def stop(self) -> None:
+        if self._admitting.acquire(timeout=self.rt.settings.admit_timeout_s + 2):
+            self._admitting.release()  # the passage in progress is over
         self.io.close()
 
     def _release(self) -> None:

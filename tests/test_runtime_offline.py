@@ -1,0 +1,209 @@
+"""The runtime with no HQ at all: UID risk caps, unconfirmed card writes reported with both
+states, a full disk, and the counter and kiosk roles on a card."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from protocol.card_state import RefusalReason
+from protocol.record import Flag, Operation
+from terminal_fw.card_app import CardApp
+from terminal_fw.intent import Status
+from terminal_fw.local_store import LocalStore
+from tests.card_world import CATALOGUE, KEYS, T0
+from tests.runtime_world import config_doc, make_runtime, member_card
+
+
+class Clock:
+    def __init__(self, t_ms: int = T0) -> None:
+        self.t = t_ms / 1000
+
+    def __call__(self) -> float:
+        return self.t
+
+
+_started = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_runtimes():
+    yield
+    while _started:
+        _started.pop().stop(clean=False)
+
+
+def offline_runtime(tmp_path, role="gate", **kw):
+    """A runtime that never reaches a broker (port 1), with config version 1 applied."""
+    events: list[dict] = []
+    rt = make_runtime(tmp_path, role=role, events=events.append, **kw)
+    _started.append(rt)
+    clock = Clock()
+    rt.clock = rt.tx.clock = rt.uid.clock = rt.journal.clock = clock
+    rt.uid._last_contact_ms = T0  # HQ was last heard from at the start of the test
+    gate = {"group": 1, "accepts": ["swim"]} if role == "gate" else {}
+    assert rt.config.offer(config_doc(1, gate=gate)).version == 1
+    return rt, events, clock
+
+
+def records(rt):
+    return [s.record for s in rt.outbox.records()]
+
+
+def test_uid_credentials_offline_are_capped_per_credential_per_terminal_and_by_age(tmp_path):
+    rt, events, clock = offline_runtime(tmp_path)
+    # caps: 2 uses and 10000 fen per credential, 15000 fen per terminal, 3600 s offline
+    a, b, c = "0000000001", "0000000002", "0000000003"
+    assert rt.uid_use("em4100", a, 3000)[0] and rt.uid_use("em4100", a, 3000)[0]
+    ok, reason, _ = rt.uid_use("em4100", a, 3000)
+    assert not ok and "2 uses" in reason
+    ok, reason, _ = rt.uid_use("qr", b, 10001)
+    assert not ok and "10000 fen for this credential" in reason
+    assert rt.uid_use("qr", b, 5000)[0] and rt.uid_use("qr", b, 4000)[0]  # 15000 in all
+    ok, reason, _ = rt.uid_use("em4100", c, 1)
+    assert not ok and "terminal's offline limit of 15000" in reason
+    taken = records(rt)
+    assert len(taken) == 4 and all(r.operation is Operation.UID_VISIT for r in taken)
+    assert all(r.flags == Flag.OFFLINE | Flag.UNDER_RISK_CAP for r in taken)
+    assert [r.extra["amount_fen"] for r in taken] == [3000, 3000, 5000, 4000]
+    assert rt.uid.exposure() == (4, 15000)
+
+    # HQ acknowledges the first three: their exposure is released
+    rt.outbox.acknowledge(3)
+    assert rt.uid.exposure() == (1, 4000)
+    assert rt.uid_use("em4100", c, 3000)[0]
+
+    # a credential on the denylist is refused offline too
+    from protocol.topics import DenylistEntry, DenylistSnapshot
+
+    rt.denylist.apply_snapshot(DenylistSnapshot(1, (DenylistEntry("em4100:0000000009", "", 0),)))
+    ok, reason, _ = rt.uid_use("em4100", "0000000009", 100)
+    assert not ok and "denylist" in reason
+
+    # after max_offline_age_s without HQ nothing is taken offline any more
+    clock.t += 3601
+    ok, reason, _ = rt.uid_use("em4100", "0000000004", 100)
+    assert not ok and "offline for 3601 s" in reason
+
+
+def test_the_gate_takes_uid_credentials_from_a_serial_reader_under_the_caps(tmp_path):
+    rt, events, clock = offline_runtime(tmp_path)
+    rt.role.on_uid("qr", "MEMBER-QR-42")
+    assert events[-1]["event"] == "gate_open" and events[-1]["flags"] == 3
+    rt.role.on_uid("qr", "MEMBER-QR-42")
+    rt.role.on_uid("qr", "MEMBER-QR-42")
+    assert events[-1]["event"] == "refused"
+    assert sum(e["event"] == "gate_open" for e in events) == 2 == len(records(rt))
+
+
+def test_an_unconfirmed_card_write_is_reported_with_both_states_then_settled(tmp_path):
+    rt, events, clock = offline_runtime(tmp_path)
+    card = member_card()
+    card.tear_at_write(3, "after")  # the copy landed but the reader never heard so
+    rt.role.on_card(card, "entry")
+    assert events[-1]["event"] == "refused" and events[-1]["retry"]
+    assert rt.outbox.backlog() == 0
+    [intent] = rt.journal.unresolved()
+    assert intent.status is Status.OPEN
+
+    assert rt.tx.report_unconfirmed(older_than_s=900) == 0  # not yet
+    clock.t += 901  # (also past the gate group's 10 minutes of anti-passback)
+    assert rt.tx.report_unconfirmed(older_than_s=900) == 1
+    [r] = records(rt)
+    assert r.flags & Flag.UNCONFIRMED_CARD_WRITE and r.operation is Operation.TAKE_VISIT
+    states = r.extra["unconfirmed"]
+    assert states["card_before"]["visits"] == {"swim": 10}
+    assert states["card_after"]["visits"] == {"swim": 9}
+
+    # the card comes back: the write had landed; nothing is recorded twice
+    card.enter_field()
+    rt.role.on_card(card, "entry")
+    assert events[-1]["event"] == "gate_open"
+    assert [x.visits_after for x in records(rt)] == [9, 8]
+    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 8}
+    assert not rt.journal.unresolved()
+
+
+def test_a_full_disk_raises_the_alarm_refuses_value_and_corrupts_nothing(tmp_path):
+    rt, events, clock = offline_runtime(tmp_path)
+    card = member_card()
+    rt.role.on_card(card, "entry")
+    assert events[-1]["event"] == "gate_open"
+    # the local store fills up (a quota stands in for the disk)
+    pages = rt.store.execute("PRAGMA page_count").fetchone()[0]
+    rt.store.execute(f"PRAGMA max_page_count={pages}")
+    for table in ("meta", "intents"):  # every page full, down to the last gaps
+        for size in (2000, 200, 20, 1):
+            with pytest.raises(sqlite3.OperationalError):
+                for i in range(1000):
+                    rt.store.conn.execute(
+                        "INSERT INTO meta VALUES (?, ?)" if table == "meta" else
+                        "INSERT INTO intents VALUES (?, 'ff', '', 0, 0, 'null', 'null', '[]',"
+                        " 'done', 0, 0)", (f"filler{size}-{i}", "x" * size)[:2 if table == "meta"
+                                                                           else 1])
+    clock.t += 3600  # past anti-passback
+    rt.role.on_card(card, "entry")
+    assert events[-1]["event"] == "refused" and "storage full" in events[-1]["reason"]
+    assert any(e["event"] == "storage_alarm" for e in events)
+    assert rt._health()["readers"]["storage"] == "full"
+    ok, reason, _ = rt.uid_use("qr", "X", 100)
+    assert not ok and "storage full" in reason
+    # nothing half-written: the card, the outbox and the store agree and check out
+    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 9}
+    assert [r.visits_after for r in records(rt)] == [9]
+    assert rt.store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert not rt.journal.unresolved()
+    # space comes back: the alarm clears and taps are served again
+    rt.store.execute("DELETE FROM meta WHERE key LIKE 'filler%'")
+    rt.store.execute("DELETE FROM intents WHERE id LIKE 'filler%'")
+    rt.store.execute("PRAGMA max_page_count=1000000")
+    rt._probe_storage()
+    assert rt.storage_alarm == ""
+    rt.role.on_card(card, "entry")
+    assert events[-1]["event"] == "gate_open"
+
+
+def test_the_counter_checks_out_deducts_recharges_and_issues(tmp_path):
+    rt, events, clock = offline_runtime(tmp_path, role="handheld", device_id="hh-01")
+    card = member_card(opening_fen=10000)
+    counter = rt.role
+    # 2 teas (food, 88%) + 1 massage (spa, 80%): 2640 + 16000 = 18640; purse 10000
+    result = counter.checkout(card, [("tea", 2), ("massage", 1)], operator="alice")
+    assert result.ok and result.state.purse_fen == 0
+    [debit] = [s.record for s in result.records]
+    assert (debit.operation, debit.cash_fen, debit.operator) == (Operation.DEBIT, 8640, "alice")
+    assert not counter.checkout(card, [("caviar", 1)]).ok
+    assert counter.recharge(card, 50000).state.purse_fen == 52500  # bonus tier 2500
+    assert counter.deduct_visit(card, "swim").state.visits == {"swim": 9}
+    refused = counter.deduct_visit(card, "gym")
+    assert not refused.ok and refused.refusal.reason is RefusalReason.EXHAUSTED
+    blank = member_card.__globals__["MifareClassic1K"].blank(bytes.fromhex("0A0B0C0D"))
+    issued = counter.issue_card(blank, "M00077", "gold", opening_fen=0)
+    assert issued.ok and [s.record.operation for s in issued.records] == \
+        [Operation.ISSUE, Operation.OPEN_ACCOUNT]
+    assert CardApp(blank, KEYS, CATALOGUE).read().state.card_id == "M00077"
+    assert not rt.journal.unresolved()
+
+
+def test_the_kiosk_engine_shows_and_sells(tmp_path):
+    rt, events, clock = offline_runtime(tmp_path, role="kiosk", device_id="kiosk-01")
+    card = member_card(opening_fen=100000, packages=0)
+    kiosk = rt.role
+    assert kiosk.balance(card).state.purse_fen == 110000
+    assert kiosk.buy_visits(card, "gym").state.visits == {"gym": 12}
+    assert kiosk.buy_pass(card, "month").state.pass_product == "month"
+    assert kiosk.recharge(card, 1000, payment_ref="qr-123").ok
+    ops = [r.operation for r in records(rt)]
+    assert ops == [Operation.ADD_VISITS, Operation.SELL_PASS, Operation.RECHARGE]
+
+
+def test_no_config_means_no_value_taken(tmp_path):
+    rt = make_runtime(tmp_path)
+    _started.append(rt)
+    assert not rt.card(member_card(), member_card.__globals__["issue"]).ok
+    ok, reason, _ = rt.uid_use("qr", "X", 0)
+    assert not ok and "no configuration" in reason
+    store = LocalStore(tmp_path / "data" / "runtime.db")
+    assert store.get("denylist_version") is None
+    store.close()
