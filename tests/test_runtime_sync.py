@@ -11,7 +11,7 @@ import pytest
 from broker_config.render import HQ_USER
 from hq_server.fleet_commands import FleetService
 from protocol.card_state import RefusalReason
-from protocol.record import Operation
+from protocol.record import Flag, Operation
 from protocol.terminal_config import ConfigError
 from protocol.topics import DenylistDelta, DenylistEntry, DenylistSnapshot
 from terminal_fw.card_app import CardApp
@@ -136,3 +136,31 @@ def test_every_command_is_answered(world):
     assert logs.ok and isinstance(logs.data["lines"], list)
     unknown = ask("reboot_now")
     assert not unknown.ok and "unknown command" in unknown.detail
+
+
+def test_uid_credentials_are_authorised_online_and_fall_back_to_the_caps(world):
+    broker, hq, rt, events = world
+    hq.publish_config("gate-01", config_doc(1))
+    wait_for(lambda: rt.config.current.version == 1, TIMEOUT, "config")
+    members = {"0012345678"}
+    from protocol.fleet import UidAuthResponse
+
+    hq.authorise = lambda device, req: UidAuthResponse(
+        req.request_id, req.credential in members,
+        "" if req.credential in members else "unknown ID card", f"ok-{req.request_id}")
+    for _ in range(3):  # online there is no offline cap: HQ decides each use
+        rt.role.on_uid("em4100", "0012345678")
+        assert events[-1]["event"] == "gate_open" and events[-1]["flags"] == 0
+    rt.role.on_uid("em4100", "0099999999")
+    assert events[-1] == {"event": "refused", "direction": "entry", "reason": "unknown ID card",
+                          "card": "em4100:0099999999"}
+    [request_device, request] = hq.uid_requests[0]
+    assert request_device == "gate-01" and request.amount_fen == 3000
+    approved = [s.record for s in rt.outbox.records()]
+    assert [r.extra["approval"].startswith("ok-") for r in approved] == [True] * 3
+
+    hq.stop()  # connected, but nobody answers: the terminal decides under the caps
+    rt.role.on_uid("em4100", "0099999999")
+    assert events[-1]["event"] == "gate_open"
+    assert events[-1]["flags"] == int(Flag.OFFLINE | Flag.UNDER_RISK_CAP)
+    hq.start()  # (the fixture stops it again)
