@@ -145,3 +145,38 @@ def test_a_power_cut_at_any_step_of_a_tap_loses_and_doubles_nothing(vpcd_pair, t
     journal = IntentJournal(store)
     assert not [i for i in journal.unresolved() if i.status is not Status.DONE], journal.counts()
     store.close()
+
+
+def test_the_counter_and_the_kiosk_work_on_a_card_through_pcsc(vpcd_pair, tmp_path):
+    """The handheld's and the kiosk's engines over a real PC/SC link (pcscd, virtual reader)."""
+    from terminal_fw.readers.pcsc import PcscReaders
+    from tests.runtime_world import make_runtime
+
+    entry, _exit = vpcd_pair
+    counter = make_runtime(tmp_path / "hh", role="handheld", device_id="hh-01")
+    kiosk = make_runtime(tmp_path / "kiosk", role="kiosk", device_id="kiosk-01")
+    readers = PcscReaders([entry.name])
+    try:
+        for rt in (counter, kiosk):
+            rt.config.offer(config_doc(1, gate={}))
+        card = member_card(opening_fen=10000, now_ms=int(time.time() * 1000))
+        entry.field.place(card)
+        assert readers.wait_for_card(TIMEOUT, reader=entry.name) is not None
+        with readers.connect(entry.name) as link:
+            assert kiosk.role.balance(link).state.purse_fen == 10000
+            paid = counter.role.checkout(link, [("tea", 2)], operator="alice")
+            assert paid.ok and paid.state.purse_fen == 10000 - 2640
+            assert counter.role.deduct_visit(link, "swim").state.visits == {"swim": 9}
+            assert kiosk.role.recharge(link, 50000, payment_ref="qr-9").state.purse_fen == \
+                10000 - 2640 + 52500
+        entry.field.remove()
+        card.enter_field()
+        state = CardApp(card, KEYS, CATALOGUE).read().state
+        assert (state.purse_fen, state.visits) == (59860, {"swim": 9})
+        assert [r.record.operation for r in counter.outbox.records()] == \
+            [Operation.DEBIT, Operation.TAKE_VISIT]
+        assert [r.record.operation for r in kiosk.outbox.records()] == [Operation.RECHARGE]
+    finally:
+        readers.close()
+        counter.stop(clean=False)
+        kiosk.stop(clean=False)

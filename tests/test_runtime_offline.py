@@ -207,3 +207,21 @@ def test_no_config_means_no_value_taken(tmp_path):
     store = LocalStore(tmp_path / "data" / "runtime.db")
     assert store.get("denylist_version") is None
     store.close()
+
+
+def test_the_gate_reads_id_cards_and_qr_codes_from_serial_readers(tmp_path):
+    from simulators.uid_readers import Em4100ReaderEmulator, QrScannerEmulator
+    from tests.fleet import wait_for
+
+    with Em4100ReaderEmulator("rdm6300") as id_reader, QrScannerEmulator() as scanner:
+        rt, events, clock = offline_runtime(
+            tmp_path, uid_readers=[{"port": id_reader.path, "kind": "em4100"},
+                                   {"port": scanner.path, "kind": "qr"}])
+        rt.start()
+        wait_for(lambda: rt.readers.get(f"qr:{scanner.path}") == "ok"
+                 and rt.readers.get(f"em4100:{id_reader.path}") == "ok", 10, "readers open")
+        id_reader.present_tag(0x1A2B3C4D5E)
+        wait_for(lambda: any(e["event"] == "gate_open" for e in events), 10, "ID card entry")
+        scanner.scan("TICKET-0001")
+        wait_for(lambda: sum(e["event"] == "gate_open" for e in events) == 2, 10, "QR entry")
+        assert sorted(r.card_id for r in records(rt)) == ["em4100:1A2B3C4D5E", "qr:TICKET-0001"]
