@@ -225,3 +225,28 @@ def test_the_gate_reads_id_cards_and_qr_codes_from_serial_readers(tmp_path):
         scanner.scan("TICKET-0001")
         wait_for(lambda: sum(e["event"] == "gate_open" for e in events) == 2, 10, "QR entry")
         assert sorted(r.card_id for r in records(rt)) == ["em4100:1A2B3C4D5E", "qr:TICKET-0001"]
+
+
+def test_the_shipped_settings_file_and_the_documented_config_parse():
+    """deploy/terminal.toml.example and the config example in docs/deploy-terminal.md."""
+    import json
+    import re
+    from pathlib import Path
+
+    from protocol.terminal_config import parse_config
+    from terminal_fw.gate_io import GateWiring
+    from terminal_fw.runtime import RuntimeSettings
+
+    root = Path(__file__).parent.parent
+    settings = RuntimeSettings.from_toml(root / "deploy" / "terminal.toml.example")
+    assert settings.pcsc_entry.startswith("ACS ACR122U")
+    assert [u["kind"] for u in settings.uid_readers] == ["em4100", "qr"]
+    assert GateWiring(**settings.gpio).relay == 17
+    doc = (root / "docs" / "deploy-terminal.md").read_text()
+    example = re.search(r"```json\n(.*?)```", doc, re.S).group(1)
+    config = parse_config(json.loads(example))
+    assert config.version == 3 and config.gate.group == 1
+    monday_10am = (20773 * 86400 + 2 * 3600) * 1000  # 2026-11-16 10:00 in Beijing
+    assert config.is_open(monday_10am)
+    assert not config.is_open(monday_10am - 5 * 3600_000)  # 05:00, before opening
+    assert not config.is_open(monday_10am + 2 * 86_400_000)  # Wednesday: not listed
