@@ -26,6 +26,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hq_server.denylist import publish_denylist
 from protocol.fleet import (
     ALL_COMMAND_RESULTS,
     ALL_CONFIG_REPORTS,
@@ -44,8 +45,6 @@ from protocol.fleet import (
 )
 from protocol.terminal_config import parse_config
 from protocol.topics import (
-    DENYLIST_DELTA_TOPIC,
-    DENYLIST_SNAPSHOT_TOPIC,
     DenylistDelta,
     DenylistSnapshot,
     MessageError,
@@ -131,12 +130,11 @@ class FleetService:
 
     def publish_denylist(self, snapshot: DenylistSnapshot,
                          delta: DenylistDelta | None = None) -> None:
-        """A change to the denylist: the delta now, then the snapshot it leads to."""
-        if delta is not None:
-            if delta.to_version != snapshot.version:
-                raise ValueError("the delta must lead to the snapshot's version")
-            self._publish(DENYLIST_DELTA_TOPIC, delta.to_json())
-        self._publish(DENYLIST_SNAPSHOT_TOPIC, snapshot.to_json(), retain=True)
+        """A change to the denylist: the delta now, then the snapshot it leads to
+        (through :func:`hq_server.denylist.publish_denylist`)."""
+        if delta is not None and delta.to_version != snapshot.version:
+            raise ValueError("the delta must lead to the snapshot's version")
+        publish_denylist(self.client, delta, snapshot)
 
     def send_command(self, device_id: str, name: str, args: dict[str, Any] | None = None) -> str:
         command = Command(secrets.token_hex(8), name, dict(args or {}), int(time.time() * 1000))

@@ -322,6 +322,9 @@ class Runtime:
                     self.presence.publish_heartbeat()
                 if cfg.version:
                     self.tx.report_unconfirmed(cfg.unconfirmed_report_after_s)
+                if time.monotonic() - self._last_prune > 3600:
+                    self._last_prune = time.monotonic()
+                    self.journal.prune(int(self.clock() * 1000) - 7 * 86_400_000)
                 if self.storage_alarm and disk_free_bytes(Path(self.settings.data_dir)) > \
                         2 * self.settings.reserve_bytes:
                     self._probe_storage()
@@ -330,6 +333,7 @@ class Runtime:
                     log.exception("housekeeping round failed")
 
     _last_beat = 0.0
+    _last_prune = 0.0
 
     def _heartbeat_due(self, cfg: TerminalConfig) -> bool:
         now = time.monotonic()

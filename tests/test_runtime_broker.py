@@ -60,6 +60,14 @@ def test_broker_down_and_back_delivers_every_record_once(tmp_path):
             assert conn.execute(select(func.count()).select_from(records)).scalar_one() == made
         assert rt.outbox.acked_through == made
         assert len(opened) == 6
+        # HQ's fleet view: online again, its versions, and the backlog it reported
+        from hq_server.presence import fleet_presence
+
+        wait_for(lambda: fleet_presence(fleet.engine)["gate-01"]["outbox_depth"] == 0
+                 and fleet_presence(fleet.engine)["gate-01"]["online"], TIMEOUT,
+                 "HQ's fleet view catches up")
+        view = fleet_presence(fleet.engine)["gate-01"]
+        assert (view["role"], view["config_version"], view["last_ack_seq"]) == ("gate", 1, made)
     finally:
         rt.stop()
         fleet.close()
