@@ -77,6 +77,15 @@ class BatchResult:
     retries: int = 0
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A batch whose signatures are checked, ready for :meth:`Ingest.commit`."""
+
+    verified: list[SignedRecord]
+    rejected: list[_Rejected]
+    registry: dict[str, Device]
+
+
 @dataclass
 class _Rejected:
     payload: bytes
@@ -104,6 +113,8 @@ class Ingest:
     def __init__(self, engine: Engine, *, verify_threads: int = 1) -> None:
         self.engine = engine
         self._keys: dict[str, Ed25519PublicKey] = {}
+        self._known_accounts: set[str] = set()  # exist in the database (never deleted)
+        self._created: set[str] = set()
         self._pool = ThreadPoolExecutor(verify_threads) if verify_threads > 1 else None
         self._threads = verify_threads
 
@@ -115,8 +126,17 @@ class Ingest:
 
     def process(self, messages: list[tuple[str, bytes]]) -> BatchResult:
         """Handle a batch in one database transaction; return what to acknowledge."""
+        return self.commit(self.prepare(messages))
+
+    def prepare(self, messages: list[tuple[str, bytes]]) -> Prepared:
+        """Check signatures and devices (no write): the part that can run beside a commit."""
         registry = self._load_devices({device_of_topic(t) for t, _ in messages} - {None})
         verified, rejected = self._verify(messages, registry)
+        return Prepared(verified, rejected, registry)
+
+    def commit(self, prepared: Prepared) -> BatchResult:
+        """Store and post a prepared batch in one transaction (retried on collisions)."""
+        verified, rejected, registry = prepared.verified, prepared.rejected, prepared.registry
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 with self.engine.connect() as conn:
@@ -124,8 +144,10 @@ class Ingest:
                         # Take the write lock up front: a deferred transaction that reads
                         # first can fail to upgrade when another process wrote meanwhile.
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    self._created: set[str] = set()
                     result = self._apply(conn, verified, rejected, registry)
                     conn.commit()
+                self._known_accounts |= self._created
                 result.retries = attempt - 1
                 return result
             except DBAPIError as exc:
@@ -278,6 +300,7 @@ class Ingest:
                     select(ledger_accounts.c.account, ledger_accounts.c.debits,
                            ledger_accounts.c.credits).where(ledger_accounts.c.account.in_(chunk))):
                 available[account] = int(credits) - int(debits)
+        existing = self._known_accounts.union(available)
         # A card's records in the order the card made them, so a shortfall lands on the
         # record that really overdrew it.
         ordered = sorted(signed, key=lambda s: (s.record.card_id, s.record.card_counter,
@@ -296,7 +319,7 @@ class Ingest:
             all_entries.extend(entries)
             entry_rows.extend({"txn_id": tid, "account": e.account, "asset": e.asset,
                                "amount": e.amount} for e in entries)
-        apply_to_accounts(conn, all_entries)
+        self._created = apply_to_accounts(conn, all_entries, existing)
         txns.sort(key=lambda row: row["txn_id"])
         bulk_execute(conn, "ledger_transactions", lambda: _bulk_insert(ledger_transactions), txns)
         bulk_execute(conn, "ledger_entries", lambda: _bulk_insert(ledger_entries, "id"), entry_rows)

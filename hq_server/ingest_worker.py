@@ -66,6 +66,8 @@ class IngestWorker:
         self.subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._checker: threading.Thread | None = None
+        self._prepared: queue.Queue = queue.Queue(maxsize=2)
         self._side: threading.Thread | None = None
         self.host, self.port = host, port
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -110,12 +112,16 @@ class IngestWorker:
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name="hq-ingest", daemon=True)
         self._thread.start()
+        self._checker = threading.Thread(target=self._run_checks, name="hq-check", daemon=True)
+        self._checker.start()
         self._side = threading.Thread(target=self._run_side, name="hq-reconcile", daemon=True)
         self._side.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self._checker:
+            self._checker.join(timeout=10)
         if self._thread:
             self._thread.join(timeout=10)
         if self._side:
@@ -137,18 +143,40 @@ class IngestWorker:
                 break
         return batch
 
-    def _run(self) -> None:
+    def _run_checks(self) -> None:
+        """Stage 1: signatures and devices, one batch ahead of the database stage."""
         while not self._stop.is_set():
-            self._take_presence()
             batch = self._next_batch()
             if not batch:
                 continue
             try:
-                result = self.ingest.process(batch)
+                prepared = self.ingest.prepare(batch)
+            except Exception:
+                log.exception("checking a batch of %d failed; devices will resend", len(batch))
+                time.sleep(0.5)
+                continue
+            while not self._stop.is_set():
+                try:
+                    self._prepared.put((len(batch), prepared), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _run(self) -> None:
+        """Stage 2: commit, then acknowledge. Ed25519 and SQLite both release the GIL,
+        so the two stages overlap on two cores."""
+        while not self._stop.is_set():
+            self._take_presence()
+            try:
+                size, prepared = self._prepared.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                result = self.ingest.commit(prepared)
             except Exception:
                 # Nothing of the batch is committed and nothing is acked: the devices
                 # send those records again.
-                log.exception("ingest batch of %d failed; devices will resend", len(batch))
+                log.exception("ingest batch of %d failed; devices will resend", size)
                 time.sleep(0.5)
                 continue
             self.totals.posted += result.posted

@@ -74,12 +74,15 @@ def _account_add() -> Executable:
                     credits=a.credits + bindparam("b_credits")))
 
 
-def apply_to_accounts(conn: Connection, entries: Iterable[Entry]) -> None:
+def apply_to_accounts(conn: Connection, entries: Iterable[Entry],
+                      known: set[str] | frozenset[str] = frozenset()) -> set[str]:
     """Add ``entries`` to their accounts' running debit and credit totals.
 
-    Creates accounts on first use. The database refuses the statement (and so the whole
-    transaction) if an account would go below its floor or change asset. Accounts are
-    written in name order so concurrent PostgreSQL writers take row locks in one order.
+    Creates accounts on first use (``known`` names accounts the caller knows exist, to
+    save the statement; accounts are never deleted) and returns the names it created.
+    The database refuses the statement (and so the whole transaction) if an account
+    would go below its floor or change asset. Accounts are written in name order so
+    concurrent PostgreSQL writers take row locks in one order.
     """
     totals: dict[str, list] = {}
     for e in entries:
@@ -93,16 +96,18 @@ def apply_to_accounts(conn: Connection, entries: Iterable[Entry]) -> None:
         else:
             row[2] -= e.amount
     if not totals:
-        return
+        return set()
     # Create missing accounts with zero totals, then add to the totals: the floor check
     # must judge the account's new totals, not a would-be row holding only this batch.
     accounts = sorted(totals)
+    created = [acct for acct in accounts if acct not in known]
     bulk_execute(conn, "account_create", lambda: _account_create(conn), [
         {"account": acct, "asset": totals[acct][0], "kind": account_rule(acct).kind,
-         "credit_floor": account_rule(acct).credit_floor} for acct in accounts])
+         "credit_floor": account_rule(acct).credit_floor} for acct in created])
     bulk_execute(conn, "account_add", _account_add, [
         {"b_account": acct, "b_debits": totals[acct][1], "b_credits": totals[acct][2]}
         for acct in accounts])
+    return set(created)
 
 
 @dataclass(frozen=True)
