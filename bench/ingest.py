@@ -203,7 +203,7 @@ def worker(url: str, port: int, hq_password: str, index: int, ready: mp.Event,
 
     w = IngestWorker(open_engine(url), host="127.0.0.1", port=port, username=HQ_USER,
                      password=hq_password, client_id=f"hq-bench-{index}-{uuid.uuid4().hex[:6]}",
-                     reconcile_every=None, rerequest_every=None, presence=False,
+                     reconcile_every=None, rerequest_every=None, presence=False, denylist_every=None,
                      verify_threads=verify_threads)
     w.start()
     w.subscribed.wait(30)

@@ -12,8 +12,9 @@ Beside records, each worker:
   applying the same message twice changes nothing (:mod:`hq_server.presence`);
 * asks again for the records a device has not delivered (:func:`ingest.gap_report`)
   every ``rerequest_every`` seconds;
-* reconciles the cards it has new records for every ``reconcile_every`` seconds, and
-  publishes the denylist delta when a clone puts a card on the denylist.
+* reconciles the cards it has new records for every ``reconcile_every`` seconds;
+* publishes every denylist change (an operator's, or a clone's automatic listing) to
+  all terminals as a delta plus the retained snapshot.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
-from hq_server.denylist import denylist_snapshot, publish_denylist
+from hq_server.denylist import denylist_delta, denylist_snapshot, publish_denylist
 from hq_server.ingest import BatchResult, Ingest, gap_report
 from hq_server.presence import UnknownDevice, record_presence
 from hq_server.reconciliation import ReconcileConfig, reconcile_due
@@ -50,12 +51,16 @@ class IngestWorker:
                  batch_wait: float = 0.02, verify_threads: int = 1,
                  reconcile_every: float | None = 2.0,
                  reconcile_config: ReconcileConfig | None = None,
-                 rerequest_every: float | None = 10.0, presence: bool = True) -> None:
+                 rerequest_every: float | None = 10.0, presence: bool = True,
+                 denylist_every: float | None = 1.0) -> None:
         self.engine = engine
         self.ingest = Ingest(engine, verify_threads=verify_threads)
         self.reconcile_every = reconcile_every
         self.reconcile_config = reconcile_config or ReconcileConfig()
         self.rerequest_every = rerequest_every
+        self.denylist_every = denylist_every
+        self._denylist_sent: int | None = None
+        self._denylist_lock = threading.Lock()
         self.presence = presence
         self.presence_inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.batch_max = batch_max
@@ -199,11 +204,14 @@ class IngestWorker:
                 log.exception("presence message on %s failed", topic)
 
     def _run_side(self) -> None:
-        """Reconciliation and gap re-requests, off the ingest thread."""
-        next_reconcile = next_rerequest = time.monotonic()
+        """Reconciliation, gap re-requests and the denylist broadcast, off the ingest thread."""
+        next_reconcile = next_rerequest = next_denylist = time.monotonic()
         while not self._stop.wait(0.2):
             now = time.monotonic()
             try:
+                if self.denylist_every is not None and now >= next_denylist and self.connected.is_set():
+                    next_denylist = now + self.denylist_every
+                    self.publish_denylist_changes()
                 if self.reconcile_every is not None and now >= next_reconcile:
                     next_reconcile = now + self.reconcile_every
                     self.reconcile_once()
@@ -216,13 +224,29 @@ class IngestWorker:
                 log.exception("reconciliation or gap re-request failed; trying again later")
 
     def reconcile_once(self) -> int:
-        """Reconcile the cards that are due; publish denylist changes. Returns cards done."""
+        """Reconcile the cards that are due. Returns how many were."""
         summary = reconcile_due(self.engine, self.reconcile_config)
         if summary.denylist_deltas:
-            snapshot = denylist_snapshot(self.engine)
-            for delta in summary.denylist_deltas:
-                publish_denylist(self.client, delta, snapshot)
+            self.publish_denylist_changes()
         return summary.cards
+
+    def publish_denylist_changes(self) -> None:
+        """Send terminals what changed on the denylist since we last sent it.
+
+        Whoever changed it (an operator through the CLI or API, reconciliation on a
+        clone), the change reaches every online terminal within ``denylist_every``
+        seconds. At start the retained snapshot is (re)published. With several workers
+        each sends the delta; a terminal applies a delta only from its own version, so
+        a repeat changes nothing.
+        """
+        with self._denylist_lock:
+            snapshot = denylist_snapshot(self.engine)
+            if self._denylist_sent is None:
+                publish_denylist(self.client, None, snapshot)
+            elif snapshot.version > self._denylist_sent:
+                publish_denylist(self.client, denylist_delta(self.engine, self._denylist_sent),
+                                 snapshot)
+            self._denylist_sent = snapshot.version
 
     def run_forever(self) -> None:
         self.start()

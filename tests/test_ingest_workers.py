@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from broker_config.render import HQ_USER
+from hq_server.denylist import add_to_denylist
 from hq_server.devices import add_device
 from hq_server.ingest import Ingest, gap_report, ingest_all
 from hq_server.ingest_worker import IngestWorker
@@ -26,7 +27,12 @@ from hq_server.ledger import check_ledger, ingest_figures
 from hq_server.reconciliation import ReconcileConfig
 from hq_server.schema import ledger_transactions, open_engine
 from protocol.card_state import CardState
-from protocol.topics import DENYLIST_DELTA_TOPIC, DenylistDelta
+from protocol.topics import (
+    DENYLIST_DELTA_TOPIC,
+    DENYLIST_SNAPSHOT_TOPIC,
+    DenylistDelta,
+    DenylistSnapshot,
+)
 from simulators.count_card import SimCountCard
 from terminal_fw.gate import Gate
 from terminal_fw.identity import load_or_create
@@ -163,6 +169,20 @@ def test_two_workers_on_a_shared_subscription_ledger_every_tap_once(pg_url, brok
         assert check.balanced, check.problems
         wait_for(lambda: any("M000" in [e.card_id for e in d.added] for d in deltas),
                  what="the denylist delta for the cloned card")
+        # An operator's loss report reaches the terminals the same way, within seconds.
+        add_to_denylist(engine, "M005", "reported lost at the front desk")
+        wait_for(lambda: any("M005" in [e.card_id for e in d.added] for d in deltas), 15,
+                 what="the operator's denylist delta")
+        snapshots: list[DenylistSnapshot] = []
+        late = _device_client(broker, "gate-02", users["gate-02"])  # a terminal starting now
+        late.on_connect = lambda c, *a: c.subscribe(DENYLIST_SNAPSHOT_TOPIC, qos=1)
+        late.on_message = lambda c, u, m: snapshots.append(DenylistSnapshot.from_json(m.payload))
+        late.connect("127.0.0.1", broker.port)
+        late.loop_start()
+        wait_for(lambda: snapshots and {"M000", "M005"} <= {e.card_id for e in snapshots[-1].cards},
+                 15, what="the retained denylist snapshot")
+        late.loop_stop()
+        late.disconnect()
     finally:
         for up in uplinks:
             up.stop()
