@@ -117,6 +117,152 @@ def hq_verify_ledger(db: str) -> None:
     click.echo("ledger balanced: every transaction, account total and record checked")
 
 
+def _when_ms(text: str) -> int:
+    """An ISO date/time (UTC unless it says otherwise) or epoch milliseconds."""
+    from datetime import UTC, datetime
+
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not a date or time: {text!r} (e.g. 2026-11-01)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+@hq.command("reconcile")
+@db_option
+@click.option("--card", default=None, help="Only this card (default: every card that is due).")
+@click.option("--auto-denylist-clones", is_flag=True, help="Denylist cards seen cloned.")
+def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
+    """Compare cards' records with each other and with the ledger now (对账)."""
+    from hq_server.reconciliation import ReconcileConfig, reconcile_card_in_db, reconcile_due
+    from hq_server.schema import open_engine
+
+    engine, config = open_engine(db), ReconcileConfig(auto_denylist_clones)
+    if card:
+        report, summary = reconcile_card_in_db(engine, card, config)
+        click.echo(f"card {card}: ledger purse {report.expected.purse} fen, card shows "
+                   f"{report.card_purse} fen at counter {report.card_counter}; "
+                   f"{len(report.anomalies)} anomalies")
+    else:
+        summary = reconcile_due(engine, config, limit=1_000_000)
+        click.echo(f"{summary.cards} cards reconciled")
+    for a in summary.new_anomalies:
+        click.echo(f"NEW {a.severity:<6} {a.kind:<18} {a.card_id}: {a.summary}")
+
+
+@hq.command("anomalies")
+@db_option
+@click.option("--card", default=None, help="Only this card.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with the evidence.")
+def hq_anomalies(db: str, card: str | None, as_json: bool) -> None:
+    """List open anomalies: clones, rollbacks, forged top-ups, late denylist hits."""
+    from hq_server.reconciliation import open_anomalies
+    from hq_server.schema import open_engine
+
+    found = open_anomalies(open_engine(db), card)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    for a in found:
+        click.echo(f"{a['severity']:<6} {a['kind']:<18} {a['card_id']:<12} {a['summary']}")
+    click.echo(f"{len(found)} open")
+
+
+@hq.command("reverse")
+@db_option
+@click.argument("txn_id")
+@click.option("--reason", required=True, help="Why, in words; kept with the reversal.")
+@click.option("--operator", required=True, help="Who asks for it.")
+def hq_reverse(db: str, txn_id: str, reason: str, operator: str) -> None:
+    """Correct a ledger transaction by posting its exact reversal (冲正)."""
+    from hq_server.ledger import LedgerError, reverse_transaction
+    from hq_server.schema import open_engine
+
+    try:
+        click.echo(f"posted {reverse_transaction(open_engine(db), txn_id, reason, operator)}")
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@hq.command("settlement")
+@db_option
+@click.option("--from", "start", required=True, help="Period start: 2026-11-01 or epoch ms.")
+@click.option("--to", "end", required=True, help="Period end (exclusive).")
+@click.option("--post", is_flag=True, help="Book the period to the stores' settlement accounts.")
+def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
+    """Who owes whom between stores for a period (跨店结算)."""
+    from hq_server.ledger import LedgerError
+    from hq_server.schema import open_engine
+    from hq_server.settlement import period_matrix, post_settlement
+    from protocol.money import format_fen
+
+    engine, start_ms, end_ms = open_engine(db), _when_ms(start), _when_ms(end)
+    try:
+        if post:
+            matrix, posted = post_settlement(engine, start_ms, end_ms)
+            click.echo("booked" if posted else "already booked")
+        else:
+            matrix = period_matrix(engine, start_ms, end_ms)
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from None
+    for (a, b), fen in sorted(matrix.owes.items()):
+        click.echo(f"{a} owes {b} {format_fen(fen)}")
+    for store, fen in sorted(matrix.net.items()):
+        click.echo(f"  {store:<16} net {format_fen(fen):>14}")
+    click.echo(f"matrix sums to {matrix.total()}")
+
+
+@hq.command("denylist")
+@db_option
+@click.argument("action", type=click.Choice(["show", "add", "remove"]))
+@click.argument("card_id", required=False)
+@click.option("--reason", default="", help="Why (add/remove), e.g. 'reported lost'.")
+@click.option("--since", default=None, help="When the card stopped being good (add).")
+def hq_denylist(db: str, action: str, card_id: str | None, reason: str, since: str | None) -> None:
+    """Show or change the denylist (挂失); running workers send changes to terminals."""
+    from hq_server.denylist import (
+        DenylistError,
+        add_to_denylist,
+        denylist_snapshot,
+        remove_from_denylist,
+    )
+    from hq_server.schema import open_engine
+
+    engine = open_engine(db)
+    try:
+        if action == "add":
+            change = add_to_denylist(engine, card_id or "", reason,
+                                     effective_at_ms=_when_ms(since) if since else None)
+            click.echo(f"denylist version {change.version}")
+        elif action == "remove":
+            click.echo(f"denylist version {remove_from_denylist(engine, card_id or '', reason).version}")
+        else:
+            snap = denylist_snapshot(engine)
+            for e in snap.cards:
+                click.echo(f"{e.card_id:<16} {e.reason}")
+            click.echo(f"version {snap.version}, {len(snap.cards)} cards")
+    except DenylistError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@hq.command("fleet")
+@db_option
+def hq_fleet(db: str) -> None:
+    """Terminals with their presence: online, last seen, backlog, versions."""
+    from hq_server.presence import fleet_presence
+    from hq_server.schema import open_engine
+
+    for device_id, p in fleet_presence(open_engine(db)).items():
+        state = "online" if p["online"] else f"offline ({p['offline_reason'] or 'never seen'})"
+        click.echo(f"{device_id:<16} {state:<22} sw {p['software_version'] or '-':<10} "
+                   f"outbox {p['outbox_depth'] if p['outbox_depth'] is not None else '-':<6} "
+                   f"HQ behind by {p['upload_backlog']}")
+
+
 @hq.command("run")
 @db_option
 @click.option("--broker-host", default="127.0.0.1", show_default=True)
@@ -125,14 +271,18 @@ def hq_verify_ledger(db: str) -> None:
 @click.option("--password", envvar="ONECARD_HQ_BROKER_PASSWORD", required=True,
               help="Broker password (env ONECARD_HQ_BROKER_PASSWORD).")
 @click.option("--client-id", default="hq-ingest-1", show_default=True)
+@click.option("--auto-denylist-clones", is_flag=True,
+              help="Denylist a card as soon as reconciliation sees it cloned.")
 def hq_run(db: str, broker_host: str, broker_port: int, username: str, password: str,
-           client_id: str) -> None:
+           client_id: str, auto_denylist_clones: bool) -> None:
     """Run HQ ingest: verify device records, post them, acknowledge them."""
     from hq_server.ingest_worker import IngestWorker
+    from hq_server.reconciliation import ReconcileConfig
     from hq_server.schema import open_engine
 
     worker = IngestWorker(open_engine(db), host=broker_host, port=broker_port,
-                          username=username, password=password, client_id=client_id)
+                          username=username, password=password, client_id=client_id,
+                          reconcile_config=ReconcileConfig(auto_denylist_clones))
     signal.signal(signal.SIGTERM, lambda *_: worker._stop.set())
     click.echo(f"HQ ingest on {broker_host}:{broker_port}, ledger {db}", err=True)
     try:
