@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.topics import ROOT, MessageError, _device
+from protocol.topics import ROOT, MessageError, _device, _int, _load, _str
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -72,33 +72,16 @@ ALL_CONFIG_REPORTS = f"{ROOT}/dev/+/up/config/reported"
 ALL_TIME_REQUESTS = f"{ROOT}/dev/+/up/time/request"
 
 
-def _load(payload: bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(payload)
-    except (ValueError, TypeError) as exc:
-        raise MessageError(f"malformed {what}: {exc}") from None
-    if not isinstance(data, dict):
-        raise MessageError(f"malformed {what}: not a JSON object")
-    return data
-
-
-def _int(d: dict[str, Any], key: str, what: str, *, minimum: int | None = 0,
-         default: int | None = None) -> int:
-    value = d.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or (
-            minimum is not None and value < minimum):
-        raise MessageError(f"malformed {what}: {key} must be an integer"
-                           + (f" >= {minimum}" if minimum is not None else ""))
-    return value
+def _int_or(d: dict[str, Any], key: str, what: str, default: int = 0) -> int:
+    value = _int(d, key, what, optional=True)
+    return default if value is None else value
 
 
 def _text(d: dict[str, Any], key: str, what: str, *, max_len: int = 200,
           required: bool = False) -> str:
-    value = d.get(key, "")
-    if not isinstance(value, str) or len(value) > max_len or (required and not value):
-        raise MessageError(f"malformed {what}: {key} must be text of 1..{max_len} characters"
-                           if required else
-                           f"malformed {what}: {key} must be text of at most {max_len} characters")
+    value = _str(d, key, what, max_len=max_len)
+    if required and not value:
+        raise MessageError(f"malformed {what}: {key} is required")
     return value
 
 
@@ -129,9 +112,9 @@ class ConfigReport:
     def from_json(cls, payload: bytes) -> ConfigReport:
         d = _load(payload, "config report")
         return cls(_int(d, "version", "config report"),
-                   _int(d, "refused_version", "config report", default=0),
+                   _int_or(d, "refused_version", "config report"),
                    _text(d, "error", "config report", max_len=500),
-                   _int(d, "time_ms", "config report", default=0))
+                   _int_or(d, "time_ms", "config report"))
 
 
 @dataclass(frozen=True)
@@ -158,7 +141,7 @@ class UidAuthRequest:
         return cls(_ident(d, "request_id", what), _text(d, "credential", what, max_len=128,
                                                         required=True),
                    kind, _int(d, "amount_fen", what), _text(d, "purpose", what, max_len=32),
-                   _int(d, "time_ms", what, default=0))
+                   _int_or(d, "time_ms", what))
 
 
 @dataclass(frozen=True)
@@ -202,7 +185,7 @@ class Command:
             raise MessageError(f"malformed {what}: args must be an object")
         return cls(_ident(d, "command_id", what), _text(d, "name", what, max_len=32,
                                                         required=True),
-                   args, _int(d, "time_ms", what, default=0))
+                   args, _int_or(d, "time_ms", what))
 
 
 @dataclass(frozen=True)
@@ -242,5 +225,4 @@ class TimeSample:
     @classmethod
     def from_json(cls, payload: bytes) -> TimeSample:
         d = _load(payload, "time sample")
-        return cls(_int(d, "device_ms", "time sample"), _int(d, "hq_ms", "time sample",
-                                                              default=0))
+        return cls(_int(d, "device_ms", "time sample"), _int_or(d, "hq_ms", "time sample"))
