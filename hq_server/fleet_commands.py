@@ -63,8 +63,12 @@ def refuse_all(device_id: str, request: UidAuthRequest) -> UidAuthResponse:
 class FleetService:
     def __init__(self, *, host: str, port: int, username: str, password: str,
                  client_id: str = "hq-fleet", authorise: Authorise = refuse_all,
-                 denylisted: Callable[[str], bool] = lambda card_id: False) -> None:
+                 denylisted: Callable[[str], bool] = lambda card_id: False,
+                 answer: bool = True) -> None:
+        """``answer=False`` for a short-lived client (the CLI): it sends and collects, but
+        leaves UID authorisation and the clock to the running service."""
         self.authorise = authorise
+        self.answer = answer
         self.denylisted = denylisted
         self.results: dict[str, CommandResult] = {}
         self.reports: dict[str, ConfigReport] = {}
@@ -99,7 +103,10 @@ class FleetService:
         if reason_code.is_failure:
             log.error("broker refused HQ fleet service: %s", reason_code)
             return
-        for topic in (ALL_UID_REQUESTS, ALL_COMMAND_RESULTS, ALL_CONFIG_REPORTS, ALL_TIME_REQUESTS):
+        topics = [ALL_COMMAND_RESULTS, ALL_CONFIG_REPORTS]
+        if self.answer:
+            topics += [ALL_UID_REQUESTS, ALL_TIME_REQUESTS]
+        for topic in topics:
             client.subscribe(topic, qos=1)
         self.connected.set()
 

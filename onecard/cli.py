@@ -620,6 +620,85 @@ def hq_ingest(db: str, site_root: Path, broker_host: str, client_id: str) -> Non
         pass
 
 
+def _fleet_service(site_root: Path, broker_host: str):
+    """HQ's fleet service on the production broker (mutual TLS, identity hq@onecard)."""
+    from broker_config.install import Site, service_tls_context
+    from hq_server.fleet_commands import FleetService
+
+    site = Site(site_root)
+    fleet = FleetService(host=broker_host, port=site.config.service_port, username="",
+                         password="", client_id=f"hq-cli-{os.getpid()}", answer=False)
+    fleet.client.tls_set_context(service_tls_context(site))
+    return fleet.start()
+
+
+@hq.command("push-config")
+@site_option
+@click.option("--device", "device_id", required=True, help="The terminal's device id.")
+@click.option("--broker-host", default="127.0.0.1", show_default=True)
+@click.option("--wait", type=float, default=15.0, show_default=True,
+              help="Seconds to wait for the terminal's report (0: do not wait).")
+@click.argument("document", type=click.File("rb"))
+def hq_push_config(site_root: Path, device_id: str, broker_host: str, wait: float,
+                   document) -> None:
+    """Make DOCUMENT (JSON) the terminal's desired config; print what it reports."""
+    from protocol.terminal_config import ConfigError
+
+    try:
+        doc = json.loads(document.read())
+    except ValueError as exc:
+        raise click.ClickException(f"not JSON: {exc}") from None
+    fleet = _fleet_service(site_root, broker_host)
+    try:
+        version = fleet.publish_config(device_id, doc)
+    except ConfigError as exc:
+        fleet.stop()
+        raise click.ClickException(f"config refused before sending: {exc}") from None
+    try:
+        if wait and fleet.wait(lambda: device_id in fleet.reports and (
+                fleet.reports[device_id].version >= version
+                or fleet.reports[device_id].refused_version >= version), wait):
+            report = fleet.reports[device_id]
+            click.echo(report.to_json().decode())
+            if report.version < version:
+                raise click.ClickException(f"{device_id} refused version {version}: {report.error}")
+        elif wait:
+            click.echo(f"version {version} published; {device_id} has not reported it yet "
+                       "(offline terminals take it when they connect)", err=True)
+    finally:
+        fleet.stop()
+
+
+@hq.command("command")
+@site_option
+@click.option("--device", "device_id", required=True, help="The terminal's device id.")
+@click.option("--broker-host", default="127.0.0.1", show_default=True)
+@click.option("--arg", "args", multiple=True, help="KEY=JSON value, e.g. on=true (repeatable).")
+@click.option("--wait", type=float, default=15.0, show_default=True)
+@click.argument("name", type=click.Choice(["sync_now", "reload_config", "open_gate",
+                                           "maintenance", "collect_logs"]))
+def hq_command(site_root: Path, device_id: str, broker_host: str, args: tuple[str, ...],
+               wait: float, name: str) -> None:
+    """Send a command to a terminal and print its answer."""
+    parsed = {}
+    for item in args:
+        key, _, value = item.partition("=")
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    fleet = _fleet_service(site_root, broker_host)
+    try:
+        result = fleet.result(fleet.send_command(device_id, name, parsed), wait)
+    finally:
+        fleet.stop()
+    if result is None:
+        raise click.ClickException(f"{device_id} did not answer within {wait:g} s")
+    click.echo(result.to_json().decode())
+    if not result.ok:
+        raise click.ClickException(result.detail)
+
+
 @terminal.command("enroll")
 @click.option("--hq", "hq_url", required=True, help="HQ's API, https://...")
 @click.option("--token", envvar="ONECARD_ENROL_TOKEN", required=True,

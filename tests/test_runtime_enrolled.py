@@ -99,3 +99,34 @@ def test_enrolled_gate_handheld_and_kiosk_run_over_mutual_tls(hq):
     finally:
         for rt in runtimes:
             rt.stop()
+
+
+def test_operators_push_config_and_send_commands_from_the_command_line(hq, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    site, engine, server, fleet, workdir = hq
+    rt = enrolled_runtime(hq, "gate", "cli-gate").start()
+    try:
+        wait_for(rt.online, TIMEOUT, "online")
+        onecard = [sys.executable, "-m", "onecard.cli", "hq"]
+        doc = tmp_path / "config.json"
+        doc.write_text(json.dumps(config_doc(5)))
+        done = subprocess.run([*onecard, "push-config", "--site", str(site.root), "--device",
+                               rt.device_id, str(doc)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["version"] == 5 and rt.config.current.version == 5
+        doc.write_text(json.dumps(config_doc(6, gate={"group": 77})))
+        refused = subprocess.run([*onecard, "push-config", "--site", str(site.root), "--device",
+                                  rt.device_id, str(doc)], capture_output=True, text=True,
+                                 timeout=120)
+        assert refused.returncode != 0 and "gate.group" in refused.stderr
+        done = subprocess.run([*onecard, "command", "--site", str(site.root), "--device",
+                               rt.device_id, "maintenance", "--arg", "on=true"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["data"] == {"maintenance": True} and rt.maintenance
+    finally:
+        rt.stop()
