@@ -18,6 +18,7 @@ record), which is what lets one worker keep up with the broker.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -64,6 +65,7 @@ MAX_MISSING_REPORTED = 100
 #: unique-key collision, deadlock, floor check that another batch moved; SQLite busy).
 MAX_ATTEMPTS = 8
 _ADVANCE_WINDOW = 2000
+QUARANTINE_MEMORY = 100_000
 
 
 @dataclass
@@ -115,6 +117,10 @@ class Ingest:
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._known_accounts: set[str] = set()  # exist in the database (never deleted)
         self._created: set[str] = set()
+        # Hashes of payloads this process quarantined lately, oldest first: a device
+        # resends what it was not acked for, and one copy of the evidence is enough.
+        self._quarantined: dict[bytes, None] = {}
+        self._quarantined_now: list[bytes] = []
         self._pool = ThreadPoolExecutor(verify_threads) if verify_threads > 1 else None
         self._threads = verify_threads
 
@@ -145,9 +151,14 @@ class Ingest:
                         # first can fail to upgrade when another process wrote meanwhile.
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
                     self._created: set[str] = set()
+                    self._quarantined_now: list[bytes] = []
                     result = self._apply(conn, verified, rejected, registry)
                     conn.commit()
                 self._known_accounts |= self._created
+                for digest in self._quarantined_now:
+                    self._quarantined[digest] = None
+                while len(self._quarantined) > QUARANTINE_MEMORY:
+                    self._quarantined.pop(next(iter(self._quarantined)))
                 result.retries = attempt - 1
                 return result
             except DBAPIError as exc:
@@ -272,14 +283,20 @@ class Ingest:
         result.posted = len(to_post)
         result.cards = {s.record.card_id for s in to_post}
 
+        new_rejects = []
         for r in rejected:
-            log.warning("rejected record from %s#%s: %s", r.device_id or "?", r.seq or "?", r.error)
             result.rejected[r.error.reason.name.lower()] += 1
-        if rejected:
+            digest = hashlib.sha256(bytes(r.payload)).digest()
+            if digest in self._quarantined:
+                continue  # the same bytes again (a device resending what we refused)
+            new_rejects.append(r)
+            self._quarantined_now.append(digest)
+            log.warning("rejected record from %s#%s: %s", r.device_id or "?", r.seq or "?", r.error)
+        if new_rejects:
             bulk_execute(conn, "quarantine", lambda: _bulk_insert(quarantine, "id"), [
                 {"device_id": r.device_id, "seq": r.seq, "reason": r.error.reason.name.lower(),
                  "detail": r.error.detail, "wire": bytes(r.payload)[:65536], "received_at_ms": now}
-                for r in rejected])
+                for r in new_rejects])
         if result.cards:
             self._touch_cards(conn, Counter(s.record.card_id for s in to_post))
         for device_id in sorted(touched):

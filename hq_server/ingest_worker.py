@@ -31,7 +31,7 @@ from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
 from hq_server.denylist import denylist_delta, denylist_snapshot, publish_denylist
-from hq_server.ingest import BatchResult, Ingest, gap_report
+from hq_server.ingest import BatchResult, Ingest, Prepared, gap_report
 from hq_server.presence import UnknownDevice, record_presence
 from hq_server.reconciliation import ReconcileConfig, reconcile_due
 from protocol.topics import (
@@ -177,18 +177,35 @@ class IngestWorker:
             except queue.Empty:
                 continue
             try:
-                result = self.ingest.commit(prepared)
+                results = [self.ingest.commit(prepared)]
             except Exception:
-                # Nothing of the batch is committed and nothing is acked: the devices
-                # send those records again.
-                log.exception("ingest batch of %d failed; devices will resend", size)
-                time.sleep(0.5)
-                continue
-            self.totals.posted += result.posted
-            self.totals.duplicates += result.duplicates
-            self.totals.rejected.update(result.rejected)
-            for device_id, ack in result.acks.items():
-                self.client.publish(ack_topic(device_id), ack.to_json(), qos=1)
+                # Nothing of the batch is committed and nothing is acked. Try its records
+                # one by one, so one that cannot be stored (a bug, a full disk) does not
+                # hold back the others; what still fails stays on its device, which
+                # sends it again.
+                log.exception("ingest batch of %d failed; trying its records one by one", size)
+                results = self._one_by_one(prepared)
+            for result in results:
+                self.totals.posted += result.posted
+                self.totals.duplicates += result.duplicates
+                self.totals.rejected.update(result.rejected)
+                for device_id, ack in result.acks.items():
+                    self.client.publish(ack_topic(device_id), ack.to_json(), qos=1)
+
+    def _one_by_one(self, prepared: Prepared) -> list[BatchResult]:
+        results = []
+        singles = [Prepared([s], [], prepared.registry) for s in prepared.verified]
+        if prepared.rejected:
+            singles.append(Prepared([], prepared.rejected, prepared.registry))
+        for single in singles:
+            try:
+                results.append(self.ingest.commit(single))
+            except Exception:
+                what = single.verified[0].record if single.verified else None
+                log.exception("record %s#%s cannot be stored; its device will resend it",
+                              what.device_id if what else "?", what.seq if what else "?")
+                time.sleep(0.1)
+        return results
 
     def _take_presence(self) -> None:
         while True:

@@ -241,3 +241,12 @@ def test_the_ledger_refuses_updates_and_deletes(engine):
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text(sql))
     assert purse(engine, "M1") == 100
+
+
+def test_a_refused_record_sent_again_is_kept_once_as_evidence(engine):
+    stranger = Till("gate-99", "store-a")  # never registered: never acked, so it resends
+    message = stranger.message(recharge(stranger, Card("M1"), 100))
+    ingest = Ingest(engine)
+    for _ in range(3):
+        assert dict(ingest.process([message]).rejected) == {"unknown_device": 1}
+    assert ingest_figures(engine)["quarantined"] == 1
