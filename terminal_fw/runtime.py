@@ -402,7 +402,6 @@ class Runtime:
     def _on_config(self, client, userdata, message) -> None:
         if not message.payload:
             return  # HQ cleared the retained desired config: keep running what we have
-        self.uid.heard_from_hq()
         before = self.config.current.version
         try:
             report = self.config.offer(bytes(message.payload))
@@ -418,7 +417,7 @@ class Runtime:
                       running=report.version)
 
     def _on_denylist(self, client, userdata, message) -> None:
-        self.uid.heard_from_hq()
+        # (retained messages prove nothing about HQ being reachable: no heard_from_hq here)
         try:
             if message.topic == DENYLIST_SNAPSHOT_TOPIC:
                 if not message.payload:
