@@ -250,3 +250,28 @@ def test_the_shipped_settings_file_and_the_documented_config_parse():
     assert config.is_open(monday_10am)
     assert not config.is_open(monday_10am - 5 * 3600_000)  # 05:00, before opening
     assert not config.is_open(monday_10am + 2 * 86_400_000)  # Wednesday: not listed
+
+
+def test_anti_passback_holds_across_the_gates_of_a_group_and_exits_record_nothing(tmp_path):
+    gates = []
+    for name, group in (("gate-01", 1), ("gate-02", 1), ("gate-03", 2)):
+        rt, events, clock = offline_runtime(tmp_path / name, device_id=name)
+        rt.config.offer(config_doc(2, gate={"group": group, "accepts": ["swim"]},
+                                   catalogue={**CATALOGUE.to_dict(),
+                                              "anti_passback_minutes": {"1": 10, "2": 10}}))
+        gates.append((rt, events, clock))
+    card = member_card()
+    (g1, e1, c1), (g2, e2, c2), (g3, e3, c3) = gates
+    g1.role.on_card(card, "entry")
+    assert e1[-1]["event"] == "gate_open"
+    g2.role.on_card(card, "entry")  # the next turnstile of the same entrance
+    assert e2[-1]["event"] == "refused" and RefusalReason.ANTI_PASSBACK.value in e2[-1]["reason"]
+    g3.role.on_card(card, "entry")  # another entrance (the spa)
+    assert e3[-1]["event"] == "gate_open"
+    g2.role.on_card(card, "exit")
+    assert e2[-1] == {"event": "gate_open", "direction": "exit", "card": "M00001", "free": True}
+    assert [len(records(g)) for g, _, _ in gates] == [1, 0, 1]
+    c2.t += 11 * 60  # ten minutes later the same entrance lets the card in again
+    g2.role.on_card(card, "entry")
+    assert e2[-1]["event"] == "gate_open"
+    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 7}
