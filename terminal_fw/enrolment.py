@@ -37,7 +37,7 @@ from cryptography.x509.oid import NameOID
 
 from protocol.enrolment import ENROL_PATH, roll_message, roll_path
 from protocol.topics import DEVICE_ID
-from terminal_fw.identity import IDENTITY_FILE, KEY_FILE
+from terminal_fw.identity import IDENTITY_FILE, KEY_FILE, write_private
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +90,13 @@ def _secrets_dir(path: Path) -> Path:
     return path
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` with mode 0600 and fsync it, replacing ``path`` atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _pending_key(path: Path, make) -> bytes:
     """The PEM of a pending key at ``path``, made now if it is not there yet."""
     if path.exists():
         return path.read_bytes()
     pem = make().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
-    _write_private(path, pem)
+    write_private(path, pem)
     return pem
 
 
@@ -141,9 +129,9 @@ def _store_answer(secrets: Path, answer: dict[str, Any]) -> None:
     if not DEVICE_ID.match(device_id):
         raise EnrolmentFailed(f"HQ answered with an invalid device id {device_id!r}", "bad_answer")
     x509.load_pem_x509_certificate(answer["certificate"].encode())  # refuse garbage early
-    _write_private(secrets / (MQTT_CERT + PENDING), answer["certificate"].encode())
-    _write_private(secrets / CA_CERT, answer["ca"].encode())
-    _write_private(secrets / ENROLMENT_FILE, json.dumps({
+    write_private(secrets / (MQTT_CERT + PENDING), answer["certificate"].encode())
+    write_private(secrets / CA_CERT, answer["ca"].encode())
+    write_private(secrets / ENROLMENT_FILE, json.dumps({
         "device_id": device_id, "store": answer["store"], "role": answer["role"],
         "broker": answer["broker"], "config": answer["config"]}, indent=2).encode())
 
@@ -151,7 +139,7 @@ def _store_answer(secrets: Path, answer: dict[str, Any]) -> None:
 def _commit_pending(secrets: Path) -> None:
     """Swap pending keys and certificate in (idempotent, resumes after a power cut)."""
     marker = secrets / ROLL_MARKER
-    _write_private(marker, b"")
+    write_private(marker, b"")
     for name in (MQTT_KEY, MQTT_CERT, KEY_FILE):
         pending = secrets / (name + PENDING)
         if pending.exists():
@@ -230,7 +218,7 @@ def enroll(hq_url: str, token: str, secrets_dir: Path, *, ca_file: Path | None =
     answer = _post(hq_url, ENROL_PATH, {"token": token, "public_key": _public_hex(signing),
                                         "csr": _csr(mqtt_key)}, ca_file, timeout)
     _store_answer(secrets, answer)
-    _write_private(secrets / IDENTITY_FILE, json.dumps(
+    write_private(secrets / IDENTITY_FILE, json.dumps(
         {"device_id": answer["device_id"], "store": answer["store"]}).encode())
     _commit_pending(secrets)
     log.info("enrolled as %s (%s, store %s)", answer["device_id"], answer["role"],

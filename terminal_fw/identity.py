@@ -34,13 +34,19 @@ class DeviceIdentity:
         return raw.hex()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` with mode 0600 and fsync it, replacing ``path`` atomically.
+
+    A power cut leaves either the old file or the new one, never half of either.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.replace(tmp, path)
 
 
 def load_or_create(secrets_dir: Path, device_id: str, store: str) -> DeviceIdentity:
@@ -56,6 +62,10 @@ def load_or_create(secrets_dir: Path, device_id: str, store: str) -> DeviceIdent
     os.chmod(secrets_dir, 0o700)
     key_path = secrets_dir / KEY_FILE
     ident_path = secrets_dir / IDENTITY_FILE
+    if not ident_path.exists():
+        # Written before the key: a power cut between the two leaves an identity
+        # without a key, which the next start completes, never a key of unknown owner.
+        write_private(ident_path, json.dumps({"device_id": device_id, "store": store}).encode())
     if not key_path.exists():
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(
@@ -63,8 +73,7 @@ def load_or_create(secrets_dir: Path, device_id: str, store: str) -> DeviceIdent
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(key_path, pem)
-        _write_private(ident_path, json.dumps({"device_id": device_id, "store": store}).encode())
+        write_private(key_path, pem)
     saved = json.loads(ident_path.read_text())
     if saved["device_id"] != device_id:
         raise ValueError(
