@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from hq_server.denylist import (
     DenylistChange,
@@ -309,7 +310,7 @@ def ledger_view(conn: Connection, card_id: str) -> LedgerView:
     visits: dict[str, int] = {}
     for account, debits, credits in conn.execute(
             select(ledger_accounts.c.account, ledger_accounts.c.debits, ledger_accounts.c.credits)
-            .where(ledger_accounts.c.account.like(prefix.replace("_", r"\_") + "%", escape="\\"))):
+            .where(ledger_accounts.c.account.between(prefix, prefix + "\x7f"))):
         rest = account[len(prefix):]
         held = int(credits) - int(debits)
         if rest == "purse":
@@ -347,7 +348,12 @@ def reconcile_due(engine: Engine, config: ReconcileConfig | None = None,
         due = conn.execute(select(c.card_id, c.touched).where(c.touched > c.reconciled_touch)
                            .order_by(c.card_id).limit(limit)).all()
     for card_id, touched in due:
-        _reconcile_one(engine, card_id, config, summary, touched)
+        try:
+            _reconcile_one(engine, card_id, config, summary, touched)
+        except IntegrityError:
+            # Another worker reconciled the same card at the same moment and stored the
+            # same anomaly first; the card stays due and is looked at again next time.
+            log.info("card %s was reconciled concurrently; again next round", card_id)
     return summary
 
 

@@ -101,12 +101,14 @@ def hq_migrate(db: str, show: bool) -> None:
 
 @hq.command("verify-ledger")
 @db_option
-def hq_verify_ledger(db: str) -> None:
+@click.option("--signatures", is_flag=True,
+              help="Also check every stored record's signature again (slower audit).")
+def hq_verify_ledger(db: str, signatures: bool) -> None:
     """Recompute every balance from the entries and check that all of it balances."""
     from hq_server.ledger import check_ledger
     from hq_server.schema import open_engine
 
-    check = check_ledger(open_engine(db))
+    check = check_ledger(open_engine(db), signatures=signatures)
     for asset, total in sorted(check.asset_totals.items()):
         click.echo(f"{asset:<24} sum over all accounts: {total}")
     click.echo(", ".join(f"{n} {what}" for what, n in check.figures.items()))

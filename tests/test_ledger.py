@@ -250,3 +250,22 @@ def test_a_refused_record_sent_again_is_kept_once_as_evidence(engine):
     for _ in range(3):
         assert dict(ingest.process([message]).rejected) == {"unknown_device": 1}
     assert ingest_figures(engine)["quarantined"] == 1
+
+
+def test_verify_ledger_can_audit_every_signature_and_the_chains(engine):
+    till = Till("pos-01", "store-a").register(engine)
+    card = Card("M1")
+    ingest_all(engine, [till.message(recharge(till, card, 100)) for _ in range(3)])
+    assert check_ledger(engine, signatures=True).balanced
+    with engine.begin() as conn:  # someone edits a stored record's bytes
+        wire = bytes(conn.execute(text("SELECT wire FROM records WHERE seq = 2")).scalar_one())
+        at = 2 + 1 + 7 + 8 + 32 + 7  # last byte of the device time: still decodes
+        forged = wire[:at] + bytes([wire[at] ^ 1]) + wire[at + 1:]
+        conn.execute(text("UPDATE records SET wire = :w, prev_hash = :p WHERE seq = 2"),
+                     {"w": forged, "p": b"\x00" * 32})
+    plain = check_ledger(engine)
+    assert any("pos-01#2 does not follow pos-01#1" in p for p in plain.problems)
+    audit = check_ledger(engine, signatures=True)
+    assert any("pos-01#2" in p and "signature" in p for p in audit.problems), audit.problems
+    out = CliRunner().invoke(main, ["hq", "verify-ledger", "--db", url_of(engine), "--signatures"])
+    assert out.exit_code != 0 and "signature" in out.output
