@@ -30,12 +30,19 @@ from itertools import islice
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from hq_server.devices import Device, parse_public_key
-from hq_server.ledger import apply_to_accounts, bulk_execute, dialect_insert
+from hq_server.ledger import (
+    AccountTotals,
+    account_totals,
+    add_to_accounts,
+    bulk_execute,
+    copy_rows,
+    create_accounts,
+    dialect_insert,
+)
 from hq_server.postings import Entry, postings_for, txn_id
 from hq_server.schema import (
     card_reconciliation,
@@ -164,8 +171,8 @@ class Ingest:
             except DBAPIError as exc:
                 if attempt == MAX_ATTEMPTS:
                     raise
-                log.info("ingest batch collided with another writer (%s); retrying",
-                         type(exc.orig).__name__)
+                log.info("ingest batch collided with another writer (%s: %s); retrying",
+                         type(exc.orig).__name__, str(exc.orig).splitlines()[0])
                 time.sleep(random.uniform(0.005, 0.02) * attempt)
         raise AssertionError("unreachable")
 
@@ -260,10 +267,8 @@ class Ingest:
         if rows and conn.dialect.name == "postgresql":
             # Another worker may be storing the same record right now: PostgreSQL waits
             # for it, and the record is then ours only if our insert took.
-            taken = {(d, q) for d, q in conn.execute(
-                postgresql.insert(records).on_conflict_do_nothing(
-                    index_elements=[records.c.device_id, records.c.seq])
-                .returning(records.c.device_id, records.c.seq), rows)}
+            taken = {(d, q) for d, q in conn.exec_driver_sql(_PG_RECORDS_INSERT, {
+                c: [row[c] for row in rows] for c in _RECORD_COLUMNS})}
             for key in [k for k in fresh if k not in taken]:
                 raced = fresh.pop(key)
                 _drop_quarantine_of(rejected, raced)
@@ -279,7 +284,7 @@ class Ingest:
             # SQLite: this transaction holds the write lock, what we read is all there is.
             bulk_execute(conn, "records", lambda: _bulk_insert(records), rows)
         to_post = [s for k, s in fresh.items() if status_of[k] == "posted"]
-        self._post(conn, to_post, registry, now)
+        totals = self._post(conn, to_post, registry, now)
         result.posted = len(to_post)
         result.cards = {s.record.card_id for s in to_post}
 
@@ -292,13 +297,15 @@ class Ingest:
             new_rejects.append(r)
             self._quarantined_now.append(digest)
             log.warning("rejected record from %s#%s: %s", r.device_id or "?", r.seq or "?", r.error)
-        if new_rejects:
-            bulk_execute(conn, "quarantine", lambda: _bulk_insert(quarantine, "id"), [
-                {"device_id": r.device_id, "seq": r.seq, "reason": r.error.reason.name.lower(),
-                 "detail": r.error.detail, "wire": bytes(r.payload)[:65536], "received_at_ms": now}
-                for r in new_rejects])
+        copy_rows(conn, quarantine, [
+            {"device_id": r.device_id, "seq": r.seq, "reason": r.error.reason.name.lower(),
+             "detail": r.error.detail, "wire": bytes(r.payload)[:65536], "received_at_ms": now}
+            for r in new_rejects])
         if result.cards:
             self._touch_cards(conn, Counter(s.record.card_id for s in to_post))
+        # Last, the rows every writer shares (store accounts, device marks): held for
+        # the shortest time before the commit.
+        add_to_accounts(conn, totals)
         for device_id in sorted(touched):
             result.acks[device_id] = advance(conn, device_id)
         if result.duplicates:
@@ -306,17 +313,25 @@ class Ingest:
         return result
 
     def _post(self, conn: Connection, signed: list[SignedRecord], registry: dict[str, Device],
-              now: int) -> None:
-        """Post each record as one balanced transaction, within the card accounts' floors."""
+              now: int) -> AccountTotals:
+        """Post each record as one balanced transaction, within the card accounts' floors.
+
+        Returns what to add to the account totals; the caller does that last (those rows
+        are shared by every writer)."""
         if not signed:
-            return
+            return {}
         floor_accounts = sorted({a for s in signed for a in _floor_accounts(s.record)})
         available: dict[str, int] = {}
-        for chunk in _chunks(floor_accounts, 900):
-            for account, debits, credits in conn.execute(
-                    select(ledger_accounts.c.account, ledger_accounts.c.debits,
-                           ledger_accounts.c.credits).where(ledger_accounts.c.account.in_(chunk))):
-                available[account] = int(credits) - int(debits)
+        if conn.dialect.name == "postgresql":
+            found = conn.exec_driver_sql(
+                "SELECT account, debits, credits FROM ledger_accounts "
+                "WHERE account = ANY(%(a)s::text[])", {"a": floor_accounts}).all()
+        else:
+            found = [row for chunk in _chunks(floor_accounts, 900) for row in conn.execute(
+                select(ledger_accounts.c.account, ledger_accounts.c.debits,
+                       ledger_accounts.c.credits).where(ledger_accounts.c.account.in_(chunk)))]
+        for account, debits, credits in found:
+            available[account] = int(credits) - int(debits)
         existing = self._known_accounts.union(available)
         # A card's records in the order the card made them, so a shortfall lands on the
         # record that really overdrew it.
@@ -336,12 +351,24 @@ class Ingest:
             all_entries.extend(entries)
             entry_rows.extend({"txn_id": tid, "account": e.account, "asset": e.asset,
                                "amount": e.amount} for e in entries)
-        self._created = apply_to_accounts(conn, all_entries, existing)
+        totals = account_totals(all_entries)
+        self._created = create_accounts(conn, totals, existing)
         txns.sort(key=lambda row: row["txn_id"])
-        bulk_execute(conn, "ledger_transactions", lambda: _bulk_insert(ledger_transactions), txns)
-        bulk_execute(conn, "ledger_entries", lambda: _bulk_insert(ledger_entries, "id"), entry_rows)
+        copy_rows(conn, ledger_transactions, txns)
+        copy_rows(conn, ledger_entries, entry_rows)
+        return totals
 
     def _touch_cards(self, conn: Connection, per_card: Counter[str]) -> None:
+        cards = sorted(per_card)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "INSERT INTO card_reconciliation (card_id, touched) "
+                "SELECT * FROM unnest(%(cards)s::text[], %(counts)s::bigint[]) "
+                "ON CONFLICT (card_id) DO UPDATE "
+                "SET touched = card_reconciliation.touched + excluded.touched",
+                {"cards": cards, "counts": [per_card[c] for c in cards]})
+            return
+
         def make():
             ins = dialect_insert(conn)(card_reconciliation).values(
                 card_id=bindparam("card_id"), touched=bindparam("touched"))
@@ -351,6 +378,18 @@ class Ingest:
 
         bulk_execute(conn, "card_touch", make,
                      [{"card_id": c, "touched": n} for c, n in sorted(per_card.items())])
+
+
+_RECORD_COLUMNS = ("device_id", "seq", "record_hash", "prev_hash", "wire", "card_id",
+                   "operation", "card_counter", "device_time_ms", "received_at_ms", "status")
+_RECORD_TYPES = ("text", "bigint", "bytea", "bytea", "bytea", "text", "integer", "bigint",
+                 "bigint", "bigint", "text")
+# One statement with one array per column: a few parameters to send and parse instead
+# of one per value. Rows go in the order given (sorted), which is the lock order.
+_PG_RECORDS_INSERT = (
+    f"INSERT INTO records ({', '.join(_RECORD_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%({c})s::{t}[]" for c, t in zip(_RECORD_COLUMNS, _RECORD_TYPES, strict=True))
+    + ") ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq")
 
 
 def _drop_quarantine_of(rejected: list[_Rejected], signed: SignedRecord) -> None:
@@ -429,12 +468,13 @@ def _posted_hash(stored: dict, fresh: dict, status_of: dict, key: tuple[str, int
 def advance(conn: Connection, device_id: str) -> Ack:
     """Move the device's contiguous mark over what is committed; report the gaps.
 
-    The device row is locked first (PostgreSQL), so two workers finishing batches of the
-    same device compute their acks one after the other, each over committed records.
+    The device row is locked first (PostgreSQL, FOR NO KEY UPDATE: the records'
+    foreign-key locks must not block it), so two workers finishing batches of the same
+    device compute their acks one after the other, each over committed records.
     """
     through, highest = conn.execute(
         select(devices.c.contiguous_through, devices.c.highest_seen)
-        .where(devices.c.device_id == device_id).with_for_update()).one()
+        .where(devices.c.device_id == device_id).with_for_update(key_share=True)).one()
     above: list[int] = []
     while True:
         above = [s for (s,) in conn.execute(

@@ -128,7 +128,7 @@ def record_presence(engine: Engine, topic: str, payload: bytes,
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with engine.begin() as conn:
         if conn.execute(select(devices.c.device_id).where(devices.c.device_id == device_id)
-                        .with_for_update()).first() is None:
+                        .with_for_update(key_share=True)).first() is None:
             raise UnknownDevice(f"presence from unregistered device {device_id!r}")
         row = conn.execute(select(device_presence).where(
             device_presence.c.device_id == device_id)).mappings().first()
