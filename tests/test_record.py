@@ -162,7 +162,7 @@ def test_encoding_round_trips(record):
     assert decode_body(body).encode() == body
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(records(), st.data())
 def test_any_byte_flip_changes_or_breaks_the_record(record, data):
     signed = record.sign(KEY)
@@ -173,6 +173,22 @@ def test_any_byte_flip_changes_or_breaks_the_record(record, data):
         decoded = decode_wire(bytes(bad))
     except RecordRejected:
         return
+    # Anything that decodes is canonical: it encodes back to the very same bytes.
+    assert decoded.record.encode() == decoded.body
     # Decodable after the flip: then the signature must fail.
     with pytest.raises(Exception):  # noqa: B017 - InvalidSignature from cryptography
         PUB.verify(decoded.signature, decoded.body)
+
+
+def test_non_canonical_bodies_are_refused():
+    body = visit(extra={"a": 1, "b": "x"}).encode()
+    canonical = b'{"a":1,"b":"x"}'
+    assert body.endswith(len(canonical).to_bytes(2, "big") + canonical)
+    for other in (b'{"b":"x","a":1}', b'{"a": 1,"b":"x"}', b'{"a":1,"b":"\\u0078"}'):
+        forged = body[: -len(canonical) - 2] + len(other).to_bytes(2, "big") + other
+        with pytest.raises(RecordRejected) as info:
+            decode_body(forged)
+        assert info.value.reason is Reason.MALFORMED
+    long_store = visit(store="s").encode().replace(b"\x01s", b"\x41" + b"s" * 65)
+    with pytest.raises(RecordRejected):
+        decode_body(long_store)
