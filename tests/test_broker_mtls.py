@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import have_mosquitto, require
 from mtls_helpers import (
@@ -134,19 +136,24 @@ def test_a_device_cannot_take_over_another_devices_session(site, creds, probes):
 def test_revoked_certificate_is_refused_after_reload_and_cut_off(site, tmp_path, probes):
     cert, key = device_credentials(site, "gate-e1", tmp_path / "e1")
     other_cert, other_key = device_credentials(site, "gate-e2", tmp_path / "e2")
+    # A second revoked certificate to watch the reload with: a probe that connects
+    # before the broker applied the CRL must not take over gate-e1's session.
+    canary_cert, canary_key = device_credentials(site, "gate-e3", tmp_path / "e3")
     online = probes(site.config.device_port, tls_context(site.device_ca_cert, cert, key))
     assert online.connect()
 
     ca = SiteDeviceCA(site)
-    serial = pki.x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
-    ca.revoke_certificates([serial])
-    assert serial in pki.revoked_serials(site.broker.device_crl.read_bytes())
+    serials = [pki.x509.load_pem_x509_certificate(c.read_bytes()).serial_number
+               for c in (cert, canary_cert)]
+    ca.revoke_certificates(serials)
+    assert set(serials) <= set(pki.revoked_serials(site.broker.device_crl.read_bytes()))
 
     # SIGHUP has applied the CRL to new connections (mosquitto 2.0.11, checked here)
-    def refused() -> bool:
-        p = probes(site.config.device_port, tls_context(site.device_ca_cert, cert, key))
+    def refused(c: Path, k: Path) -> bool:
+        p = probes(site.config.device_port, tls_context(site.device_ca_cert, c, k))
         return not p.connect(timeout=5)
-    wait_for(refused, what="revoked certificate refused")
+    wait_for(lambda: refused(canary_cert, canary_key), what="revoked certificate refused")
+    assert refused(cert, key)
     still = probes(site.config.device_port, tls_context(site.device_ca_cert, other_cert, other_key))
     assert still.connect()
 
