@@ -28,4 +28,5 @@ def test_headless_demo_report(tmp_path):
     for device_id, figures in data["devices"].items():
         assert figures["backlog"] == 0, device_id
         assert figures["made"] == figures["acknowledged"] > 0, device_id
+    assert data["anomalies"] == {}, "every card's visits were sold at the desk: no anomaly"
     assert sum(d["made"] for d in data["devices"].values()) == data["records_made"]
