@@ -273,6 +273,23 @@ device_events = Table(
 )
 Index("ix_device_events_device", device_events.c.device_id)
 
+uid_credentials = Table(
+    "uid_credentials",
+    metadata,
+    # UID-only credentials (ID cards, QR codes) HQ authorises online: see uid_credentials.py.
+    Column("kind", String(16), nullable=False),  # em4100 | qr
+    Column("credential", String(128), nullable=False),
+    Column("holder", String(64), nullable=False),  # the member (or ticket) it belongs to
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("valid_from_ms", BigInteger, nullable=True),
+    Column("valid_to_ms", BigInteger, nullable=True),
+    Column("purposes", String(200), nullable=False, server_default="visit"),  # comma list
+    Column("max_amount_fen", BigInteger, nullable=False, server_default="0"),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("kind", "credential"),
+)
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()

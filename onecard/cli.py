@@ -41,6 +41,54 @@ def main(verbose: bool) -> None:
 # --- hq ----------------------------------------------------------------------------
 
 
+no_fleet_option = click.option(
+    "--no-fleet", is_flag=True,
+    help="Do not answer UID authorisation and clock requests here (another HQ process does).")
+
+
+def _answering_fleet(engine, *, host: str, port: int, username: str, password: str,
+                     client_id: str, tls=None):
+    """HQ's fleet service beside an ingest worker: answers UID authorisation from the
+    registry (``onecard hq uid-credential``), the denylist first, and the clock echo."""
+    import threading
+
+    from hq_server.denylist import denylist_snapshot
+    from hq_server.fleet_commands import FleetService
+    from hq_server.uid_credentials import authoriser
+
+    def denylisted(card_id: str) -> bool:
+        return any(e.card_id == card_id for e in denylist_snapshot(engine).cards)
+
+    fleet = FleetService(host=host, port=port, username=username, password=password,
+                         client_id=f"{client_id}-fleet", authorise=authoriser(engine),
+                         denylisted=denylisted)
+    if tls is not None:
+        fleet.client.tls_set_context(tls)
+
+    def start() -> None:  # in the background: ingest must not wait for it
+        try:
+            fleet.start(timeout=30)
+            click.echo("HQ fleet service answering UID authorisation and the clock", err=True)
+        except TimeoutError:  # paho keeps retrying, like the ingest worker
+            click.echo("HQ fleet service: broker not reachable yet, retrying", err=True)
+
+    fleet.starting = threading.Thread(target=start, name="hq-fleet-start", daemon=True)
+    fleet.starting.start()
+    return fleet
+
+
+def _run_ingest(worker, fleet) -> None:
+    """Run the worker until SIGTERM/Ctrl-C, then stop the fleet service with it."""
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if fleet is not None:
+            fleet.starting.join(timeout=5)
+            fleet.stop()
+
+
 @main.group()
 def hq() -> None:
     """HQ server: ledger, ingest and the device registry."""
@@ -251,6 +299,74 @@ def hq_denylist(db: str, action: str, card_id: str | None, reason: str, since: s
         raise click.ClickException(str(exc)) from None
 
 
+@hq.group("uid-credential")
+def hq_uid_credential() -> None:
+    """UID-only credentials (EM4100 ID cards, QR codes) that HQ approves online.
+
+    A terminal that reads such a credential asks HQ; HQ approves it only if it is
+    registered here, active, within its dates, for an allowed purpose and amount."""
+
+
+@hq_uid_credential.command("add")
+@db_option
+@click.argument("kind", type=click.Choice(["em4100", "qr"]))
+@click.argument("credential")
+@click.option("--holder", required=True, help="Whose it is: the member number or ticket reference.")
+@click.option("--purpose", "purposes", multiple=True, default=("visit",), show_default=True,
+              help="A use it may be approved for; repeat for several.")
+@click.option("--max-amount-fen", type=int, default=0, show_default=True,
+              help="Most money one use may take, in fen (0: visits only).")
+@click.option("--valid-from", default=None, help="First moment it is good: ISO date/time (UTC) or epoch ms.")
+@click.option("--valid-to", default=None, help="Moment it stops being good: ISO date/time (UTC) or epoch ms.")
+def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
+                          purposes: tuple[str, ...], max_amount_fen: int,
+                          valid_from: str | None, valid_to: str | None) -> None:
+    """Register CREDENTIAL (the ID card's number or the QR code's text) for a holder."""
+    from hq_server.schema import open_engine
+    from hq_server.uid_credentials import UidCredentialError, add_credential
+
+    try:
+        c = add_credential(open_engine(db), kind, credential, holder, purposes=purposes,
+                           max_amount_fen=max_amount_fen,
+                           valid_from_ms=_when_ms(valid_from) if valid_from else None,
+                           valid_to_ms=_when_ms(valid_to) if valid_to else None)
+    except UidCredentialError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{c.kind}:{c.credential} registered for {c.holder}")
+
+
+@hq_uid_credential.command("revoke")
+@db_option
+@click.argument("kind", type=click.Choice(["em4100", "qr"]))
+@click.argument("credential")
+def hq_uid_credential_revoke(db: str, kind: str, credential: str) -> None:
+    """Stop CREDENTIAL being approved online (use `hq denylist add` for a lost card)."""
+    from hq_server.schema import open_engine
+    from hq_server.uid_credentials import UidCredentialError, revoke_credential
+
+    try:
+        revoke_credential(open_engine(db), kind, credential)
+    except UidCredentialError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{kind}:{credential.strip()} revoked")
+
+
+@hq_uid_credential.command("list")
+@db_option
+@click.option("--holder", default=None, help="Only this holder's credentials.")
+def hq_uid_credential_list(db: str, holder: str | None) -> None:
+    """Registered UID credentials with their status, purposes and limits."""
+    from hq_server.schema import open_engine
+    from hq_server.uid_credentials import list_credentials
+
+    rows = list_credentials(open_engine(db), holder)
+    for c in rows:
+        click.echo(f"{c.kind + ':' + c.credential:<32} {c.holder:<16} {c.status:<8} "
+                   f"{','.join(c.purposes):<12} max {c.max_amount_fen} fen "
+                   f"from {c.valid_from_ms or '-'} to {c.valid_to_ms or '-'}")
+    click.echo(f"{len(rows)} credentials")
+
+
 @hq.command("fleet")
 @db_option
 def hq_fleet(db: str) -> None:
@@ -275,22 +391,25 @@ def hq_fleet(db: str) -> None:
 @click.option("--client-id", default="hq-ingest-1", show_default=True)
 @click.option("--auto-denylist-clones", is_flag=True,
               help="Denylist a card as soon as reconciliation sees it cloned.")
+@no_fleet_option
 def hq_run(db: str, broker_host: str, broker_port: int, username: str, password: str,
-           client_id: str, auto_denylist_clones: bool) -> None:
-    """Run HQ ingest: verify device records, post them, acknowledge them."""
+           client_id: str, auto_denylist_clones: bool, no_fleet: bool) -> None:
+    """Run HQ ingest: verify device records, post them, acknowledge them; and (unless
+    --no-fleet) answer terminals' UID authorisation requests and clock samples."""
     from hq_server.ingest_worker import IngestWorker
     from hq_server.reconciliation import ReconcileConfig
     from hq_server.schema import open_engine
 
-    worker = IngestWorker(open_engine(db), host=broker_host, port=broker_port,
+    engine = open_engine(db)
+    worker = IngestWorker(engine, host=broker_host, port=broker_port,
                           username=username, password=password, client_id=client_id,
                           reconcile_config=ReconcileConfig(auto_denylist_clones))
+    fleet = None if no_fleet else _answering_fleet(
+        engine, host=broker_host, port=broker_port, username=username, password=password,
+        client_id=client_id)
     signal.signal(signal.SIGTERM, lambda *_: worker._stop.set())
     click.echo(f"HQ ingest on {broker_host}:{broker_port}, ledger {db}", err=True)
-    try:
-        worker.run_forever()
-    except KeyboardInterrupt:
-        pass
+    _run_ingest(worker, fleet)
 
 
 # --- terminal ------------------------------------------------------------------------
@@ -604,22 +723,26 @@ def hq_revoke_device(db: str, site_root: Path, device_id: str, reason: str) -> N
               help="Where HQ reaches the broker's services listener.")
 @click.option("--client-id", default="hq-ingest-1", show_default=True,
               help="One per worker: workers share the load on a shared subscription.")
-def hq_ingest(db: str, site_root: Path, broker_host: str, client_id: str) -> None:
-    """Run HQ ingest against the production broker (mutual TLS, identity hq@onecard)."""
+@no_fleet_option
+def hq_ingest(db: str, site_root: Path, broker_host: str, client_id: str,
+              no_fleet: bool) -> None:
+    """Run HQ ingest against the production broker (mutual TLS, identity hq@onecard);
+    and (unless --no-fleet) answer terminals' UID authorisation and clock samples."""
     from broker_config.install import Site, service_tls_context
     from hq_server.ingest_worker import IngestWorker
     from hq_server.schema import open_engine
 
     site = Site(site_root)
-    worker = IngestWorker(open_engine(db), host=broker_host, port=site.config.service_port,
+    engine = open_engine(db)
+    worker = IngestWorker(engine, host=broker_host, port=site.config.service_port,
                           username="", password="", client_id=client_id)
     worker.client.tls_set_context(service_tls_context(site))
+    fleet = None if no_fleet else _answering_fleet(
+        engine, host=broker_host, port=site.config.service_port, username="", password="",
+        client_id=client_id, tls=service_tls_context(site))
     signal.signal(signal.SIGTERM, lambda *_: worker._stop.set())
     click.echo(f"HQ ingest on {broker_host}:{site.config.service_port} (mutual TLS)", err=True)
-    try:
-        worker.run_forever()
-    except KeyboardInterrupt:
-        pass
+    _run_ingest(worker, fleet)
 
 
 def _fleet_service(site_root: Path, broker_host: str):
