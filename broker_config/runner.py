@@ -57,6 +57,9 @@ class Broker:
         self.proc = subprocess.Popen(
             [mosquitto_path(), "-c", str(self.files.conf)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # Its own session: a Ctrl-C meant for the program that started the broker
+            # must not kill it before that program has drained its terminals.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -184,6 +184,7 @@ def _start_hq(db_url: str, broker: Broker, password: str, log_path: Path) -> sub
         [sys.executable, "-m", "onecard.cli", "hq", "run", "--db", db_url,
          "--broker-port", str(broker.port)],
         env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"),
+        start_new_session=True,  # Ctrl-C stops the taps; HQ keeps ingesting the drain
     )
 
 
