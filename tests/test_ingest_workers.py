@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import secrets
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -38,21 +37,13 @@ from terminal_fw.gate import Gate
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
+from tests.fleet import wait_for
 from tests.hq_records import STORES, Card, Till, recharge, store_engine, url_of
 
 
 @pytest.fixture(params=STORES)
 def engine(request):
     return store_engine(request)
-
-
-def wait_for(predicate, timeout: float = 90.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_concurrent_workers_post_every_record_exactly_once(engine):
@@ -161,13 +152,14 @@ def test_two_workers_on_a_shared_subscription_ledger_every_tap_once(pg_url, brok
                         password=users[ident.device_id], resend_after=3.0)
             up.start()
             uplinks.append(up)
-        wait_for(lambda: all(o.backlog() == 0 for _, o in gates), what="every gate's backlog")
+        wait_for(lambda: all(o.backlog() == 0 for _, o in gates), 90,
+                 what="every gate's backlog")
         assert ingest_figures(engine)["records_ledgered"] == made
         assert sum(w.totals.posted for w in workers) == made
         assert all(w.totals.posted > 0 for w in workers), "the shared subscription splits work"
         check = check_ledger(engine)
         assert check.balanced, check.problems
-        wait_for(lambda: any("M000" in [e.card_id for e in d.added] for d in deltas),
+        wait_for(lambda: any("M000" in [e.card_id for e in d.added] for d in deltas), 90,
                  what="the denylist delta for the cloned card")
         # An operator's loss report reaches the terminals the same way, within seconds.
         add_to_denylist(engine, "M005", "reported lost at the front desk")
