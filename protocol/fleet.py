@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.topics import ROOT, MessageError, _device, _int, _load, _str
+from protocol.messages import MessageError, int_field, load_object, str_field
+from protocol.topics import ROOT, device_topic_root
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -34,36 +35,36 @@ COMMANDS = ("sync_now", "reload_config", "open_gate", "maintenance", "collect_lo
 
 def desired_config_topic(device_id: str) -> str:
     """HQ → device: the desired config document (JSON), retained, QoS 1."""
-    return f"{_device(device_id)}/down/config"
+    return f"{device_topic_root(device_id)}/down/config"
 
 
 def reported_config_topic(device_id: str) -> str:
     """Device → HQ: :class:`ConfigReport`, retained, QoS 1."""
-    return f"{_device(device_id)}/up/config/reported"
+    return f"{device_topic_root(device_id)}/up/config/reported"
 
 
 def uid_request_topic(device_id: str) -> str:
-    return f"{_device(device_id)}/up/uid_auth/request"
+    return f"{device_topic_root(device_id)}/up/uid_auth/request"
 
 
 def uid_response_topic(device_id: str) -> str:
-    return f"{_device(device_id)}/down/uid_auth/response"
+    return f"{device_topic_root(device_id)}/down/uid_auth/response"
 
 
 def command_topic(device_id: str) -> str:
-    return f"{_device(device_id)}/down/command"
+    return f"{device_topic_root(device_id)}/down/command"
 
 
 def command_result_topic(device_id: str) -> str:
-    return f"{_device(device_id)}/up/command/result"
+    return f"{device_topic_root(device_id)}/up/command/result"
 
 
 def time_request_topic(device_id: str) -> str:
-    return f"{_device(device_id)}/up/time/request"
+    return f"{device_topic_root(device_id)}/up/time/request"
 
 
 def time_response_topic(device_id: str) -> str:
-    return f"{_device(device_id)}/down/time"
+    return f"{device_topic_root(device_id)}/down/time"
 
 
 ALL_UID_REQUESTS = f"{ROOT}/dev/+/up/uid_auth/request"
@@ -73,13 +74,13 @@ ALL_TIME_REQUESTS = f"{ROOT}/dev/+/up/time/request"
 
 
 def _int_or(d: dict[str, Any], key: str, what: str, default: int = 0) -> int:
-    value = _int(d, key, what, optional=True)
+    value = int_field(d, key, what, optional=True)
     return default if value is None else value
 
 
 def _text(d: dict[str, Any], key: str, what: str, *, max_len: int = 200,
           required: bool = False) -> str:
-    value = _str(d, key, what, max_len=max_len)
+    value = str_field(d, key, what, max_len=max_len)
     if required and not value:
         raise MessageError(f"malformed {what}: {key} is required")
     return value
@@ -110,8 +111,8 @@ class ConfigReport:
 
     @classmethod
     def from_json(cls, payload: bytes) -> ConfigReport:
-        d = _load(payload, "config report")
-        return cls(_int(d, "version", "config report"),
+        d = load_object(payload, "config report")
+        return cls(int_field(d, "version", "config report"),
                    _int_or(d, "refused_version", "config report"),
                    _text(d, "error", "config report", max_len=500),
                    _int_or(d, "time_ms", "config report"))
@@ -134,13 +135,13 @@ class UidAuthRequest:
     @classmethod
     def from_json(cls, payload: bytes) -> UidAuthRequest:
         what = "uid auth request"
-        d = _load(payload, what)
+        d = load_object(payload, what)
         kind = _text(d, "kind", what, max_len=16, required=True)
         if kind not in ("em4100", "qr"):
             raise MessageError(f"malformed {what}: kind must be 'em4100' or 'qr'")
         return cls(_ident(d, "request_id", what), _text(d, "credential", what, max_len=128,
                                                         required=True),
-                   kind, _int(d, "amount_fen", what), _text(d, "purpose", what, max_len=32),
+                   kind, int_field(d, "amount_fen", what), _text(d, "purpose", what, max_len=32),
                    _int_or(d, "time_ms", what))
 
 
@@ -157,7 +158,7 @@ class UidAuthResponse:
     @classmethod
     def from_json(cls, payload: bytes) -> UidAuthResponse:
         what = "uid auth response"
-        d = _load(payload, what)
+        d = load_object(payload, what)
         approved = d.get("approved")
         if not isinstance(approved, bool):
             raise MessageError(f"malformed {what}: approved must be true or false")
@@ -179,7 +180,7 @@ class Command:
     @classmethod
     def from_json(cls, payload: bytes) -> Command:
         what = "command"
-        d = _load(payload, what)
+        d = load_object(payload, what)
         args = d.get("args", {})
         if not isinstance(args, dict):
             raise MessageError(f"malformed {what}: args must be an object")
@@ -203,7 +204,7 @@ class CommandResult:
     @classmethod
     def from_json(cls, payload: bytes) -> CommandResult:
         what = "command result"
-        d = _load(payload, what)
+        d = load_object(payload, what)
         ok = d.get("ok")
         data = d.get("data", {})
         if not isinstance(ok, bool) or not isinstance(data, dict):
@@ -224,5 +225,5 @@ class TimeSample:
 
     @classmethod
     def from_json(cls, payload: bytes) -> TimeSample:
-        d = _load(payload, "time sample")
-        return cls(_int(d, "device_ms", "time sample"), _int_or(d, "hq_ms", "time sample"))
+        d = load_object(payload, "time sample")
+        return cls(int_field(d, "device_ms", "time sample"), _int_or(d, "hq_ms", "time sample"))

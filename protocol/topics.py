@@ -11,11 +11,19 @@ import json
 import re
 from dataclasses import dataclass, field
 
+# MessageError is re-exported: terminal_fw and hq_server import it from here.
+from protocol.messages import MessageError, int_field, load_object, str_field
+
 ROOT = "onecard/v1"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-def _device(device_id: str) -> str:
+def device_topic_root(device_id: str) -> str:
+    """``onecard/v1/dev/<device_id>``, the subtree every topic of one device sits under.
+
+    The id is checked (ValueError if it is not one) because it becomes part of a topic
+    name: a ``/``, ``+`` or ``#`` in it would address other devices' topics.
+    """
     if not DEVICE_ID.match(device_id):
         raise ValueError(f"not a device id: {device_id!r}")
     return f"{ROOT}/dev/{device_id}"
@@ -23,12 +31,12 @@ def _device(device_id: str) -> str:
 
 def records_topic(device_id: str) -> str:
     """Device → HQ: one signed record per message (binary payload), QoS 1."""
-    return f"{_device(device_id)}/up/records"
+    return f"{device_topic_root(device_id)}/up/records"
 
 
 def ack_topic(device_id: str) -> str:
     """HQ → device: :class:`Ack` as JSON, QoS 1."""
-    return f"{_device(device_id)}/down/ack"
+    return f"{device_topic_root(device_id)}/down/ack"
 
 
 #: What HQ ingest subscribes to (through a shared subscription when scaled out).
@@ -87,17 +95,17 @@ class Ack:
 
 def birth_topic(device_id: str) -> str:
     """Device → HQ: :class:`Birth`, retained, QoS 1."""
-    return f"{_device(device_id)}/up/presence/birth"
+    return f"{device_topic_root(device_id)}/up/presence/birth"
 
 
 def death_topic(device_id: str) -> str:
     """Device (or the broker, as its Last Will) → HQ: :class:`Death`, retained, QoS 1."""
-    return f"{_device(device_id)}/up/presence/death"
+    return f"{device_topic_root(device_id)}/up/presence/death"
 
 
 def heartbeat_topic(device_id: str) -> str:
     """Device → HQ: :class:`Heartbeat`, QoS 0 or 1, every few seconds to a minute."""
-    return f"{_device(device_id)}/up/presence/heartbeat"
+    return f"{device_topic_root(device_id)}/up/presence/heartbeat"
 
 
 ALL_PRESENCE = f"{ROOT}/dev/+/up/presence/+"
@@ -111,39 +119,6 @@ def presence_kind(topic: str) -> str | None:
             "birth", "death", "heartbeat"):
         return parts[6]
     return None
-
-
-class MessageError(ValueError):
-    """A presence or denylist message that does not follow its schema."""
-
-
-def _load(payload: bytes, what: str) -> dict:
-    try:
-        data = json.loads(payload)
-    except (ValueError, TypeError) as exc:
-        raise MessageError(f"malformed {what}: {exc}") from None
-    if not isinstance(data, dict):
-        raise MessageError(f"malformed {what}: not a JSON object")
-    return data
-
-
-def _int(data: dict, key: str, what: str, *, minimum: int | None = 0,
-         optional: bool = False) -> int | None:
-    value = data.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or (
-            minimum is not None and value < minimum):
-        raise MessageError(f"malformed {what}: {key} must be an integer"
-                           + (f" >= {minimum}" if minimum is not None else ""))
-    return value
-
-
-def _str(data: dict, key: str, what: str, *, max_len: int = 64) -> str:
-    value = data.get(key, "")
-    if not isinstance(value, str) or len(value) > max_len:
-        raise MessageError(f"malformed {what}: {key} must be text of at most {max_len} characters")
-    return value
 
 
 def _readers(data: dict, what: str) -> dict[str, str]:
@@ -173,12 +148,14 @@ class Birth:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Birth:
-        d = _load(payload, "birth")
-        return cls(bdseq=_int(d, "bdseq", "birth"), time_ms=_int(d, "time_ms", "birth"),
-                   software_version=_str(d, "software_version", "birth"),
-                   role=_str(d, "role", "birth", max_len=16), store=_str(d, "store", "birth"),
-                   config_version=_int(d, "config_version", "birth"),
-                   denylist_version=_int(d, "denylist_version", "birth"),
+        d = load_object(payload, "birth")
+        return cls(bdseq=int_field(d, "bdseq", "birth"),
+                   time_ms=int_field(d, "time_ms", "birth"),
+                   software_version=str_field(d, "software_version", "birth"),
+                   role=str_field(d, "role", "birth", max_len=16),
+                   store=str_field(d, "store", "birth"),
+                   config_version=int_field(d, "config_version", "birth"),
+                   denylist_version=int_field(d, "denylist_version", "birth"),
                    readers=_readers(d, "birth"))
 
 
@@ -195,12 +172,12 @@ class Death:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Death:
-        d = _load(payload, "death")
-        reason = _str(d, "reason", "death", max_len=16) or "lwt"
+        d = load_object(payload, "death")
+        reason = str_field(d, "reason", "death", max_len=16) or "lwt"
         if reason not in ("lwt", "clean"):
             raise MessageError("malformed death: reason must be 'lwt' or 'clean'")
-        return cls(bdseq=_int(d, "bdseq", "death"), reason=reason,
-                   time_ms=_int(d, "time_ms", "death", optional=True) or 0)
+        return cls(bdseq=int_field(d, "bdseq", "death"), reason=reason,
+                   time_ms=int_field(d, "time_ms", "death", optional=True) or 0)
 
 
 @dataclass(frozen=True)
@@ -221,15 +198,17 @@ class Heartbeat:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Heartbeat:
-        d = _load(payload, "heartbeat")
-        return cls(bdseq=_int(d, "bdseq", "heartbeat"), time_ms=_int(d, "time_ms", "heartbeat"),
-                   outbox_depth=_int(d, "outbox_depth", "heartbeat"),
-                   oldest_unsent_age_ms=_int(d, "oldest_unsent_age_ms", "heartbeat",
+        d = load_object(payload, "heartbeat")
+        return cls(bdseq=int_field(d, "bdseq", "heartbeat"),
+                   time_ms=int_field(d, "time_ms", "heartbeat"),
+                   outbox_depth=int_field(d, "outbox_depth", "heartbeat"),
+                   oldest_unsent_age_ms=int_field(d, "oldest_unsent_age_ms", "heartbeat",
+                                                  optional=True) or 0,
+                   last_ack_seq=int_field(d, "last_ack_seq", "heartbeat", optional=True) or 0,
+                   disk_free_bytes=int_field(d, "disk_free_bytes", "heartbeat",
                                              optional=True) or 0,
-                   last_ack_seq=_int(d, "last_ack_seq", "heartbeat", optional=True) or 0,
-                   disk_free_bytes=_int(d, "disk_free_bytes", "heartbeat", optional=True) or 0,
-                   clock_offset_ms=_int(d, "clock_offset_ms", "heartbeat", minimum=None,
-                                        optional=True) or 0,
+                   clock_offset_ms=int_field(d, "clock_offset_ms", "heartbeat", minimum=None,
+                                             optional=True) or 0,
                    readers=_readers(d, "heartbeat"))
 
 
@@ -258,10 +237,10 @@ class DenylistEntry:
     def from_dict(cls, d: object, what: str) -> DenylistEntry:
         if not isinstance(d, dict):
             raise MessageError(f"malformed {what}: entries must be objects")
-        card = _str(d, "card_id", what)
+        card = str_field(d, "card_id", what)
         if not card:
             raise MessageError(f"malformed {what}: card_id is required")
-        return cls(card, _str(d, "reason", what), _int(d, "effective_at_ms", what))
+        return cls(card, str_field(d, "reason", what), int_field(d, "effective_at_ms", what))
 
 
 def _entries(d: dict, key: str, what: str) -> tuple:
@@ -282,8 +261,8 @@ class DenylistSnapshot:
 
     @classmethod
     def from_json(cls, payload: bytes) -> DenylistSnapshot:
-        d = _load(payload, "denylist snapshot")
-        return cls(_int(d, "version", "denylist snapshot"),
+        d = load_object(payload, "denylist snapshot")
+        return cls(int_field(d, "version", "denylist snapshot"),
                    _entries(d, "cards", "denylist snapshot"))
 
 
@@ -302,8 +281,8 @@ class DenylistDelta:
     @classmethod
     def from_json(cls, payload: bytes) -> DenylistDelta:
         what = "denylist delta"
-        d = _load(payload, what)
-        frm, to = _int(d, "from_version", what), _int(d, "to_version", what)
+        d = load_object(payload, what)
+        frm, to = int_field(d, "from_version", what), int_field(d, "to_version", what)
         if to <= frm:
             raise MessageError(f"malformed {what}: to_version must be above from_version")
         removed = d.get("removed", [])
