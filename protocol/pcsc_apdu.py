@@ -35,6 +35,10 @@ SW_CLA_NOT_SUPPORTED = b"\x6e\x00"
 KEY_TYPE_A = 0x60
 KEY_TYPE_B = 0x61
 KEY_SLOTS = 2  # ACR122U: two volatile key slots, 00 and 01
+BLOCK = 16
+#: "Multiple Blocks Mode" (ACR1252U, ACR1255U-J1, ACM1252U, ...): one READ/UPDATE BINARY
+#: covers up to three consecutive data blocks of a 1K sector. The ACR122U takes 16 bytes.
+MULTI_BLOCK_MAX = 3 * BLOCK
 
 #: The ATR a PC/SC Part 3 reader reports for a MIFARE Classic 1K (PC/SC Part 3, 3.1.3.2.3).
 ATR_MIFARE_CLASSIC_1K = bytes.fromhex("3B8F8001804F0CA000000306030001000000006A")
@@ -149,14 +153,21 @@ def authenticate(block: int, key_type: int, slot: int) -> bytes:
                   0x01, 0x00, _block(block), key_type, slot])
 
 
-def read_binary(block: int) -> bytes:
-    return bytes([CLA, INS_READ_BINARY, 0x00, _block(block), 0x10])
+def _length(length: int) -> int:
+    if length <= 0 or length % BLOCK or length > MULTI_BLOCK_MAX:
+        raise ValueError(f"MIFARE Classic blocks come in 16 bytes, at most "
+                         f"{MULTI_BLOCK_MAX // BLOCK} at a time (got {length} bytes)")
+    return length
+
+
+def read_binary(block: int, length: int = BLOCK) -> bytes:
+    """READ BINARY of one block, or of ``length // 16`` consecutive blocks (multi-block)."""
+    return bytes([CLA, INS_READ_BINARY, 0x00, _block(block), _length(length)])
 
 
 def update_binary(block: int, data: bytes) -> bytes:
-    if len(data) != 16:
-        raise ValueError("a MIFARE Classic block is 16 bytes")
-    return bytes([CLA, INS_UPDATE_BINARY, 0x00, _block(block), 0x10]) + data
+    """UPDATE BINARY of one block, or of consecutive blocks (multi-block, 32 or 48 bytes)."""
+    return bytes([CLA, INS_UPDATE_BINARY, 0x00, _block(block), _length(len(data))]) + data
 
 
 def value_operation(block: int, op: ValueOp, amount: int) -> bytes:
@@ -240,7 +251,10 @@ def parse_command(apdu: bytes) -> Command:
         le = body[0] if body else 0x10
         return ReadBinary(block=p2, length=le or 0x10)
     if ins == INS_UPDATE_BINARY:
-        return UpdateBinary(block=p2, data=lc_data(16))
+        data = lc_data()
+        if not data or len(data) % BLOCK or len(data) > MULTI_BLOCK_MAX:
+            raise ApduError("update binary takes 16, 32 or 48 bytes", SW_WRONG_LENGTH)
+        return UpdateBinary(block=p2, data=data)
     if ins == INS_VALUE:
         data = lc_data()
         if len(data) == 5 and data[0] in (ValueOp.STORE, ValueOp.INCREMENT, ValueOp.DECREMENT):

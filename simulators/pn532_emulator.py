@@ -64,6 +64,7 @@ class Pn532Emulator:
         self._parser = pn.FrameParser()
         self._last_answer: bytes | None = None
         self._asleep = False
+        self._batch: list[bytes] | None = None
         self._retries_passive = 0xFF
         self._target: Any | None = None
         self._waiting: tuple[int, bytes, float] | None = None  # (command, params, deadline)
@@ -184,6 +185,9 @@ class Pn532Emulator:
                 self._progress_wait()
 
     def _write(self, data: bytes) -> None:
+        if self._batch is not None:
+            self._batch.append(data)
+            return
         with self._io_lock:
             if self._master >= 0:
                 try:
@@ -216,8 +220,15 @@ class Pn532Emulator:
                     self._write(pn.ERROR_FRAME)
                     continue
                 self._waiting = None  # a new command replaces one still waiting
-                self._write(pn.ACK)
-                self._command(event.data[0], event.data[1:])
+                # ACK, then the answer: sent in one write when the answer is ready at once
+                # (a host must take frames however the bytes are split); a command that
+                # waits for a card gets its ACK now and its answer later.
+                self._batch = [pn.ACK]
+                try:
+                    self._command(event.data[0], event.data[1:])
+                finally:
+                    out, self._batch = b"".join(self._batch), None
+                    self._write(out)
             # BadChecksum and ErrorFrame from a host: ignored, as the chip does
 
     # --- commands ----------------------------------------------------------------------

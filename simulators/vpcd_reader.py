@@ -52,10 +52,16 @@ class StorageCardReader:
     Kept apart from the socket so it can be tested and reused (a USB CCID gadget, a
     future relay) without vpcd. Key slots are the reader's volatile memory (they survive
     a card change, as on an ACR122U); the authenticated sector belongs to the card.
+
+    ``multi_block`` picks the reader model: True answers READ/UPDATE BINARY of up to
+    three consecutive data blocks in one APDU (ACS "Multiple Blocks Mode": ACR1252U,
+    ACR1255U-J1, ACM1252U); False takes one block at a time, as the ACR122U does, and
+    refuses longer ones with ``67 00`` before they reach the card.
     """
 
-    def __init__(self, field: CardField) -> None:
+    def __init__(self, field: CardField, *, multi_block: bool = True) -> None:
         self.field = field
+        self.multi_block = multi_block
         self.keys: list[bytes | None] = [None] * apdu.KEY_SLOTS
         self._session_card: Any | None = None
 
@@ -101,11 +107,16 @@ class StorageCardReader:
             card.authenticate(cmd.block, KeyType(cmd.key_type), self.keys[cmd.slot])
             return apdu.SW_OK
         if isinstance(cmd, apdu.ReadBinary):
-            if cmd.length != 16:
+            count = self._block_count(cmd.block, cmd.length)
+            if count is None:
                 return apdu.SW_WRONG_LENGTH
-            return bytes(card.read_block(cmd.block)) + apdu.SW_OK
+            return b"".join(bytes(card.read_block(cmd.block + i)) for i in range(count)) + apdu.SW_OK
         if isinstance(cmd, apdu.UpdateBinary):
-            card.write_block(cmd.block, cmd.data)
+            count = self._block_count(cmd.block, len(cmd.data))
+            if count is None:
+                return apdu.SW_WRONG_LENGTH
+            for i in range(count):  # block by block: a tear leaves the first ones written
+                card.write_block(cmd.block + i, cmd.data[16 * i:16 * (i + 1)])
             return apdu.SW_OK
         if isinstance(cmd, apdu.ValueOperation):
             if cmd.op is apdu.ValueOp.STORE:
@@ -129,6 +140,19 @@ class StorageCardReader:
         return apdu.SW_NOT_SUPPORTED
 
 
+    def _block_count(self, block: int, length: int) -> int | None:
+        """How many blocks a READ/UPDATE BINARY covers; None if this reader refuses it.
+        Multi-block stays on the data blocks of one sector (never a trailer)."""
+        if length == 16:
+            return 1
+        if not self.multi_block or length % 16 or not 16 < length <= apdu.MULTI_BLOCK_MAX:
+            return None
+        count = length // 16
+        if block % 4 + count > 3:
+            return None
+        return count
+
+
 class VpcdReader:
     """Connects a :class:`CardField` to pcscd through vpcd, with unplug/replug.
 
@@ -146,13 +170,13 @@ class VpcdReader:
     REMOVAL_HOLD_S = 0.9
 
     def __init__(self, field: CardField, port: int = VPCD_BASE_PORT,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", *, multi_block: bool = True) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the virtual reader only talks to vpcd over loopback")
         self.field = field
         self.host = host
         self.port = port
-        self.reader = StorageCardReader(field)
+        self.reader = StorageCardReader(field, multi_block=multi_block)
         self.apdus_served = 0
         self._sock: socket.socket | None = None
         self._sock_card: Any | None = None

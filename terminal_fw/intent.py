@@ -3,10 +3,19 @@
 Every value-changing tap goes through :class:`CardTransactions.run`:
 
 1. read the card and decide (:mod:`protocol.card_ops`);
-2. write an **intent** durably: the card's state before and after, and the records;
-3. write the card (:class:`terminal_fw.card_app.CardApp`, tear-safe on the card);
-4. mark the intent *written*, commit the records to the outbox (fsync'd);
-5. serve (open the gate, print the receipt), then mark the intent *done*.
+2. write an **intent** durably: the card's state before and after, and the records.
+   This runs on a writer thread while the first blocks of the new state copy go to the
+   card; the copy's last block, the one that makes the new state count, is sent only
+   once the intent is on disk;
+3. finish the card's commit (:class:`terminal_fw.card_app.CardApp`, tear-safe);
+4. on the writer thread, mark the intent *written* (not waited for), then commit the
+   records to the outbox together with the intent's new status, in one durable
+   transaction; meanwhile the card's second state copy is brought up to date;
+5. serve (open the gate, print the receipt), then mark the intent *done* (not waited for).
+
+Two waits for the disk per tap (steps 2 and 4), each overlapped with card I/O.
+The status marks that are not waited for are the ones recovery can work out again from
+the outbox and the card; the next durable commit carries them to disk anyway.
 
 A power cut can stop this anywhere. On restart :meth:`IntentJournal.recover` settles
 what it can alone: an intent whose card write was confirmed gets its records committed
@@ -26,9 +35,11 @@ import enum
 import json
 import logging
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,8 +76,13 @@ class Status(enum.Enum):
 UNRESOLVED = (Status.OPEN, Status.WRITTEN, Status.COMMITTED, Status.REPORTED)
 
 
+_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(CardState))
+
+
 def _state_json(state: CardState | None) -> str:
-    return json.dumps(dataclasses.asdict(state) if state is not None else None, sort_keys=True)
+    # fields by hand: dataclasses.asdict deep-copies and costs 3x as much, on the tap's path
+    fields = {name: getattr(state, name) for name in _STATE_FIELDS} if state is not None else None
+    return json.dumps(fields, sort_keys=True)
 
 
 def _state_of(text: str) -> CardState | None:
@@ -89,9 +105,14 @@ class Intent:
 
 
 class IntentJournal:
-    """The durable list of card writes in flight (table ``intents`` of the local store)."""
+    """The durable list of card writes in flight: table ``intents`` beside the outbox.
 
-    def __init__(self, store: LocalStore, *, clock: Callable[[], float] = time.time) -> None:
+    ``store`` is the terminal's :class:`~terminal_fw.outbox.Outbox` (anything with its
+    ``execute`` and ``transaction`` works): keeping intents in the outbox's file lets a
+    tap's records and its intent's status change in one transaction.
+    """
+
+    def __init__(self, store: Outbox, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self.store.execute(
@@ -101,23 +122,54 @@ class IntentJournal:
             " status TEXT NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL)")
         self.store.execute("CREATE INDEX IF NOT EXISTS ix_intents_uid ON intents (uid, status)")
 
+    def adopt(self, legacy: LocalStore) -> int:
+        """Move the intents an older terminal kept in its runtime store into this journal
+        (once, at start). Returns how many came over."""
+        if not legacy.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                              "name = 'intents'").fetchone():
+            return 0
+        rows = legacy.execute("SELECT * FROM intents").fetchall()
+        with self.store.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             rows)
+        legacy.execute("DROP TABLE intents")
+        return len(rows)
+
     def open(self, uid: bytes, operation: str, before: CardState | None, done: Done, *,
              serve: bool, seq_before: int) -> Intent:
+        """Write a new intent durably and return it."""
+        intent, row = self.prepare(uid, operation, before, done, serve=serve,
+                                   seq_before=seq_before)
+        return self.insert(intent, row)
+
+    def prepare(self, uid: bytes, operation: str, before: CardState | None, done: Done, *,
+                serve: bool, seq_before: int) -> tuple[Intent, tuple]:
+        """The intent and its row, encoded; :meth:`insert` writes them (on another thread
+        if need be: it holds the interpreter only for the SQL, not for the encoding)."""
         now = int(self.clock() * 1000)
         intent = Intent(secrets.token_hex(8), uid, operation, serve, seq_before, before,
                         done.state, done.records, Status.OPEN, now)
+        row = (intent.id, uid.hex(), operation, int(serve), seq_before, _state_json(before),
+               _state_json(done.state), json.dumps([r.encode().hex() for r in done.records]),
+               Status.OPEN.value, now, now)
+        return intent, row
+
+    def insert(self, intent: Intent, row: tuple) -> Intent:
         with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (intent.id, uid.hex(), operation, int(serve), seq_before, _state_json(before),
-                 _state_json(done.state), json.dumps([r.encode().hex() for r in done.records]),
-                 Status.OPEN.value, now, now))
+            conn.execute("INSERT INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         return intent
 
-    def set_status(self, intent: Intent, status: Status) -> Intent:
-        with self.store.transaction() as conn:
-            conn.execute("UPDATE intents SET status = ?, updated_ms = ? WHERE id = ?",
-                         (status.value, int(self.clock() * 1000), intent.id))
+    def set_status(self, intent: Intent, status: Status, *, durable: bool = True,
+                   conn: sqlite3.Connection | None = None) -> Intent:
+        """Record the intent's new status: in the caller's open transaction ``conn``, or
+        in its own (``durable=False``: not waited for, recovery can work it out again)."""
+        sql = "UPDATE intents SET status = ?, updated_ms = ? WHERE id = ?"
+        params = (status.value, int(self.clock() * 1000), intent.id)
+        if conn is not None:
+            conn.execute(sql, params)
+        else:
+            with self.store.transaction(durable=durable) as own:
+                own.execute(sql, params)
         return replace(intent, status=status)
 
     def _rows(self, where: str, params: tuple) -> list[Intent]:
@@ -161,6 +213,16 @@ class _FailpointLink:
         self._link.write_block(block, data)
         failpoint("card:write_block")
 
+    def write_blocks(self, block: int, data: bytes) -> None:
+        count = len(data) // 16
+        if not hasattr(self._link, "write_blocks"):
+            for i in range(count):
+                self.write_block(block + i, data[16 * i:16 * (i + 1)])
+            return
+        self._link.write_blocks(block, data)
+        for _ in range(count):
+            failpoint("card:write_block")
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._link, name)
 
@@ -198,6 +260,7 @@ class CardTransactions:
         self.clock = clock
         self.operator = operator
         self.lock = threading.RLock()
+        self._intent_writer: ThreadPoolExecutor | None = None
 
     def context(self, cfg: TerminalConfig, operator: str | None = None,
                 accepts: tuple[str, ...] | None = None) -> TerminalContext:
@@ -210,28 +273,27 @@ class CardTransactions:
 
     # --- the records --------------------------------------------------------------------
 
-    def _commit(self, intent: Intent, extra_flags: int = 0,
-                extra: dict[str, Any] | None = None) -> tuple[SignedRecord, ...]:
+    def _commit(self, intent: Intent, status: Status, extra_flags: int = 0,
+                extra: dict[str, Any] | None = None) -> tuple[tuple[SignedRecord, ...], Intent]:
+        """Sign the intent's records into the outbox and give the intent ``status``, in one
+        durable transaction: the records are never on disk without their intent's mark."""
         signed = []
-        for r in intent.records:
-            if extra_flags or extra:
-                r = replace(r, flags=r.flags | extra_flags, extra={**r.extra, **(extra or {})})
-            signed.append(self.outbox.append(r, self.identity.signing_key))
-        return tuple(signed)
+        with self.outbox.transaction() as conn:
+            for r in intent.records:
+                if extra_flags or extra:
+                    r = replace(r, flags=r.flags | extra_flags, extra={**r.extra, **(extra or {})})
+                signed.append(self.outbox.append_in(conn, r, self.identity.signing_key))
+            intent = self.journal.set_status(intent, status, conn=conn)
+        return tuple(signed), intent
 
     def recover(self) -> None:
         """At start: settle intents whose outcome is known without the card."""
         with self.lock:
-            last = self.outbox.last_seq
             for intent in self.journal.unresolved():
-                landed = last >= intent.seq_before + len(intent.records)
-                if intent.status is Status.WRITTEN or (intent.status is Status.OPEN and landed):
-                    if not landed:
-                        self._commit(intent)
-                        log.info("intent %s: card written before the power cut; records "
-                                 "committed now", intent.id)
-                    self.journal.set_status(intent, Status.COMMITTED if intent.serve
-                                            else Status.DONE)
+                if intent.status is Status.WRITTEN:  # card written before the power cut
+                    self._commit(intent, Status.COMMITTED if intent.serve else Status.DONE)
+                    log.info("intent %s: card written before the power cut; records "
+                             "committed now", intent.id)
 
     def report_unconfirmed(self, older_than_s: float) -> int:
         """Send HQ the intents whose card has not come back: both states, flagged."""
@@ -242,10 +304,9 @@ class CardTransactions:
                 if now - intent.created_ms < older_than_s * 1000:
                     continue
                 if intent.status is Status.OPEN:
-                    self._commit(intent, int(Flag.UNCONFIRMED_CARD_WRITE), {
+                    self._commit(intent, Status.REPORTED, int(Flag.UNCONFIRMED_CARD_WRITE), {
                         "unconfirmed": {"intent": intent.id, "card_before": _brief(intent.before),
                                         "card_after": _brief(intent.after)}})
-                    self.journal.set_status(intent, Status.REPORTED)
                     reported += 1
                     log.warning("intent %s reported to HQ as unconfirmed", intent.id)
                 elif intent.status is Status.COMMITTED and now - intent.created_ms > SERVE_GRACE_S * 1000:
@@ -255,14 +316,16 @@ class CardTransactions:
     # --- a tap ------------------------------------------------------------------------------
 
     def served(self, result: TxResult) -> None:
-        """The member got what the records say (gate opened, receipt printed)."""
+        """The member got what the records say (gate opened, receipt printed). Not waited
+        for: a power cut leaves the intent *committed*, which lets the same card through
+        once more without charge only within ``SERVE_GRACE_S`` and showing the same state."""
         if result.intent is not None:
-            self.journal.set_status(result.intent, Status.DONE)
+            self.journal.set_status(result.intent, Status.DONE, durable=False)
 
     def _read(self, app: CardApp) -> CardRead | Refusal | None:
         """The card's state; None for a card that is not ours yet (blank)."""
         try:
-            return app.read()
+            return app.read(for_write=True)
         except AuthenticationFailed:
             return None
         except CardFormatError as exc:
@@ -315,39 +378,61 @@ class CardTransactions:
                 return TxResult(False, blocked, state=state)
             return self._write(app, read, state, uid, outcome, serve, getattr(operation, "__name__", "op"))
 
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._intent_writer is None:
+            self._intent_writer = ThreadPoolExecutor(1, thread_name_prefix="intent-writer")
+        return self._intent_writer
+
     def _write(self, app: CardApp, read: CardRead | None, state: CardState | None, uid: bytes,
                done: Done, serve: bool, op_name: str) -> TxResult:
-        intent = self.journal.open(uid, op_name, state, done, serve=serve and done.refusal is None,
-                                   seq_before=self.outbox.last_seq)
-        failpoint("tap:intent")
+        serve = serve and done.refusal is None
+        intent, row = self.journal.prepare(uid, op_name, state, done, serve=serve,
+                                           seq_before=self.outbox.last_seq)
         app.link = _FailpointLink(app.link)  # type: ignore[assignment]
-        if op_name == "issue":  # personalise: header, both copies, our keys
+        if op_name == "issue" or read is None:  # personalise: header, both copies, our keys
+            self.journal.insert(intent, row)
+            failpoint("tap:intent")
             try:
                 app.personalise(done.state)
                 status = WriteStatus.WRITTEN
             except CardRemoved:
                 status = WriteStatus.UNCONFIRMED
         else:
-            status = app.write(read, done.state)
+            # The intent goes to disk while the first blocks of the new copy go to the card.
+            pending: Future[Intent] = self._writer().submit(self.journal.insert, intent, row)
+
+            def intent_on_disk() -> None:
+                pending.result()  # a failed intent write stops the card write here
+                failpoint("tap:intent")
+
+            try:
+                status = app.write(read, done.state, before_last=intent_on_disk, mirror=False)
+            finally:
+                pending.result()
         if status is WriteStatus.NOT_WRITTEN:
-            self.journal.set_status(intent, Status.ABANDONED)
+            self.journal.set_status(intent, Status.ABANDONED, durable=False)
             return TxResult(False, "card removed before the write: nothing charged", state=state,
                             retry=True)
         if status is WriteStatus.UNCONFIRMED:
             return TxResult(False, "card removed during the write: tap again", state=state,
                             retry=True)
-        intent = self.journal.set_status(intent, Status.WRITTEN)
-        failpoint("tap:card_written")
-        signed = self._commit(intent)
+        final = Status.COMMITTED if serve else Status.DONE
+
+        def record() -> tuple[tuple[SignedRecord, ...], Intent]:
+            self.journal.set_status(intent, Status.WRITTEN, durable=False)
+            failpoint("tap:card_written")
+            return self._commit(intent, final)
+
+        # The records go to disk while the card's second copy is brought up to date.
+        committing = self._writer().submit(record)
+        try:
+            app.write_mirror()
+        finally:
+            signed, committed = committing.result()
         failpoint("tap:committed")
-        if done.refusal is not None or not intent.serve:
-            self.journal.set_status(intent, Status.DONE)
-            if done.refusal is not None:
-                return TxResult(False, str(done.refusal), signed, done.state,
-                                refusal=done.refusal)
-            return TxResult(True, "", signed, done.state)
-        intent = self.journal.set_status(intent, Status.COMMITTED)
-        return TxResult(True, "", signed, done.state, intent)
+        if done.refusal is not None:
+            return TxResult(False, str(done.refusal), signed, done.state, refusal=done.refusal)
+        return TxResult(True, "", signed, done.state, committed if serve else None)
 
     def _settle(self, pending: Intent, state: CardState | None) -> TxResult | None:
         """An earlier write of this card did not finish: see what the card says.
@@ -358,25 +443,22 @@ class CardTransactions:
         landed = state is not None and state == pending.after
         unchanged = state == pending.before
         if pending.status is Status.WRITTEN:  # the records could not be committed earlier
-            self._commit(pending)
-            pending = self.journal.set_status(pending, Status.COMMITTED)
+            _, pending = self._commit(pending, Status.COMMITTED)
         if pending.status is Status.OPEN:
             if landed:
-                signed = self._commit(pending)
+                final = Status.COMMITTED if pending.serve else Status.DONE
+                signed, pending = self._commit(pending, final)
                 log.info("intent %s: the card holds the new state; recorded now", pending.id)
                 if not pending.serve:
-                    self.journal.set_status(pending, Status.DONE)
                     return TxResult(True, "completed an earlier interrupted write", signed,
                                     state, free=True)
-                pending = self.journal.set_status(pending, Status.COMMITTED)
                 return TxResult(True, "", signed, state, pending, free=True)
             if unchanged:
                 self.journal.set_status(pending, Status.ABANDONED)
                 return None
-            self._commit(pending, int(Flag.UNCONFIRMED_CARD_WRITE), {
+            self._commit(pending, Status.REPORTED, int(Flag.UNCONFIRMED_CARD_WRITE), {
                 "unconfirmed": {"intent": pending.id, "card_before": _brief(pending.before),
                                 "card_after": _brief(pending.after), "card_now": _brief(state)}})
-            self.journal.set_status(pending, Status.REPORTED)
             return None
         if pending.status is Status.REPORTED:
             self.journal.set_status(pending, Status.DONE if landed or not unchanged

@@ -4,6 +4,12 @@ A record is appended in one SQLite transaction that also advances the device's c
 head (sequence number and hash of the last record), with ``synchronous=FULL`` so the
 commit has reached the disk before :meth:`Outbox.append` returns. A record leaves the
 outbox only through :meth:`Outbox.acknowledge`, i.e. after HQ said it has committed it.
+
+The same file holds the intent journal (:mod:`terminal_fw.intent`): a tap's records and
+the intent that produced them change in one transaction, so neither can be on disk
+without the other. :meth:`Outbox.transaction` is that transaction; ``durable=False``
+skips the wait for the disk where losing the write to a power cut is harmless (status
+marks that recovery can work out again), and the next durable commit carries it along.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,31 +58,53 @@ class Outbox:
                 {"id": 1, "last_seq": 0, "last_hash": GENESIS_HASH, "acked_through": 0}
             )
 
-    def append(self, content: TransactionRecord, key: Ed25519PrivateKey) -> SignedRecord:
-        """Give ``content`` the next sequence number, sign it and commit it durably."""
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic write. ``durable`` (the default) returns only once it is on disk."""
         with self._lock:
             conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                last_seq, last_hash = conn.execute(
-                    "SELECT last_seq, last_hash FROM chain WHERE id = 1"
-                ).fetchone()
-                record = replace(content, seq=last_seq + 1, prev_hash=bytes(last_hash))
-                signed = record.sign(key)
-                conn.execute(
-                    "INSERT INTO outbox (seq, wire, created_ms, sent_count) VALUES (?, ?, ?, 0)",
-                    (record.seq, signed.wire, int(time.time() * 1000)),
-                )
-                conn.execute(
-                    "UPDATE chain SET last_seq = ?, last_hash = ? WHERE id = 1",
-                    (record.seq, signed.record_hash),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a full disk makes SQLite roll back by itself
-                    conn.execute("ROLLBACK")
-                raise
-            return signed
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # a full disk makes SQLite roll back by itself
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+
+    def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
+        """A statement on its own (reads, and writes that need no transaction)."""
+        with self._lock:
+            return self.db.conn.execute(sql, params)
+
+    def append(self, content: TransactionRecord, key: Ed25519PrivateKey) -> SignedRecord:
+        """Give ``content`` the next sequence number, sign it and commit it durably."""
+        with self.transaction() as conn:
+            return self.append_in(conn, content, key)
+
+    def append_in(self, conn: sqlite3.Connection, content: TransactionRecord,
+                  key: Ed25519PrivateKey) -> SignedRecord:
+        """:meth:`append` inside a :meth:`transaction` the caller holds open."""
+        last_seq, last_hash = conn.execute(
+            "SELECT last_seq, last_hash FROM chain WHERE id = 1"
+        ).fetchone()
+        record = replace(content, seq=last_seq + 1, prev_hash=bytes(last_hash))
+        signed = record.sign(key)
+        conn.execute(
+            "INSERT INTO outbox (seq, wire, created_ms, sent_count) VALUES (?, ?, ?, 0)",
+            (record.seq, signed.wire, int(time.time() * 1000)),
+        )
+        conn.execute(
+            "UPDATE chain SET last_seq = ?, last_hash = ? WHERE id = 1",
+            (record.seq, signed.record_hash),
+        )
+        return signed
 
     def pending(self, limit: int = 500, after_seq: int = 0) -> list[Pending]:
         """Unacknowledged records in sequence order."""
@@ -101,23 +131,15 @@ class Outbox:
 
     def acknowledge(self, through: int) -> int:
         """HQ committed every record up to ``through``: drop them. Returns how many went."""
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                (last_seq,) = conn.execute("SELECT last_seq FROM chain WHERE id = 1").fetchone()
-                through = min(through, last_seq)  # never trust an ack beyond what we made
-                cur = conn.execute("DELETE FROM outbox WHERE seq <= ?", (through,))
-                conn.execute(
-                    "UPDATE chain SET acked_through = MAX(acked_through, ?) WHERE id = 1",
-                    (through,),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a full disk makes SQLite roll back by itself
-                    conn.execute("ROLLBACK")
-                raise
-            return cur.rowcount
+        with self.transaction() as conn:
+            (last_seq,) = conn.execute("SELECT last_seq FROM chain WHERE id = 1").fetchone()
+            through = min(through, last_seq)  # never trust an ack beyond what we made
+            cur = conn.execute("DELETE FROM outbox WHERE seq <= ?", (through,))
+            conn.execute(
+                "UPDATE chain SET acked_through = MAX(acked_through, ?) WHERE id = 1",
+                (through,),
+            )
+        return cur.rowcount
 
     @property
     def last_seq(self) -> int:

@@ -187,7 +187,9 @@ class Runtime:
         self.store = LocalStore(data / "runtime.db", max_pages=settings.store_max_pages)
         self.config = ConfigSync(self.store, clock=clock)
         self.denylist = Denylist(self.store)
-        self.journal = IntentJournal(self.store, clock=clock)
+        self.journal = IntentJournal(self.outbox, clock=clock)
+        if moved := self.journal.adopt(self.store):
+            log.info("moved %d intents from the runtime store into the outbox's file", moved)
         self.maintenance = self.store.get("maintenance", "0") == "1"
         self.storage_alarm = ""
         self.clock_offset_ms = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from protocol.card_format import decode_value_block, encode_value_block
-from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType
+from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType, ReaderError
 from simulators.mifare_classic import MifareClassic1K
 from tests import pcsc_fixtures
 
@@ -172,3 +172,41 @@ def test_any_pcsc_client_can_read_the_simulated_card(vpcd_pair):
         assert (sw1, sw2) == (0x6A, 0x81)
     finally:
         service.connection.disconnect()
+
+
+def test_three_blocks_per_apdu_where_the_reader_can_one_by_one_where_it_cannot(vpcd_pair, readers):
+    """ACS's Multiple Blocks Mode (ACR1252U-class) is found out with one read, and an
+    ACR122U-class reader, which refuses it, is asked block by block from then on."""
+    multi, single = vpcd_pair
+    single.reader.multi_block = False
+    data = bytes(range(48))
+    card = MifareClassic1K.blank(UID_A)
+    with tap(readers, multi, card) as link:
+        link.authenticate(4, KeyType.A, TRANSPORT)
+        sent = multi.apdus_served
+        link.write_blocks(4, data)  # not known yet: writes never probe, so one per block
+        assert multi.apdus_served - sent == 3
+        assert link.read_blocks(4, 3) == data and link.multi_block is True
+        assert multi.apdus_served - sent == 4
+        link.write_blocks(4, data[::-1])
+        assert link.read_blocks(4, 3) == data[::-1]
+        assert multi.apdus_served - sent == 6  # one APDU each
+        with pytest.raises(ReaderError):
+            link.read_blocks(5, 3)  # would run into the sector trailer: refused
+    multi.field.remove()
+    card_b = MifareClassic1K.blank(UID_B)
+    with tap(readers, single, card_b) as link:
+        link.authenticate(8, KeyType.A, TRANSPORT)
+        link.write_blocks(8, data)
+        sent = single.apdus_served
+        assert link.read_blocks(8, 3) == data and link.multi_block is False
+        assert single.apdus_served - sent == 1 + 1 + 3  # refused try, authenticate again, 3 reads
+    single.field.remove()
+    assert readers.wait_for_removal(single.name, 5.0)
+    card_b.enter_field()
+    with tap(readers, single, card_b) as link:  # the reader's mode is remembered
+        assert link.multi_block is False
+        link.authenticate(8, KeyType.A, TRANSPORT)
+        sent = single.apdus_served
+        assert link.read_blocks(8, 3) == data
+        assert single.apdus_served - sent == 3

@@ -141,10 +141,10 @@ def test_a_power_cut_at_any_step_of_a_tap_loses_and_doubles_nothing(vpcd_pair, t
     assert 10 - visits_left == len(visits) == opens == 1, (step, visits_left, visits)
     assert not visits[0].flags & Flag.UNCONFIRMED_CARD_WRITE
     assert (visits[0].visits_before, visits[0].visits_after) == (10, 9)
-    store = LocalStore(tmp_path / "data" / "runtime.db")
-    journal = IntentJournal(store)
+    box = Outbox(tmp_path / "data" / "terminal.db")
+    journal = IntentJournal(box)
     assert not [i for i in journal.unresolved() if i.status is not Status.DONE], journal.counts()
-    store.close()
+    box.close()
 
 
 def test_the_counter_and_the_kiosk_work_on_a_card_through_pcsc(vpcd_pair, tmp_path):

@@ -130,14 +130,14 @@ def test_a_full_disk_raises_the_alarm_refuses_value_and_corrupts_nothing(tmp_pat
     card = member_card()
     rt.role.on_card(card, "entry")
     assert events[-1]["event"] == "gate_open"
-    # the local store fills up (a quota stands in for the disk)
-    pages = rt.store.execute("PRAGMA page_count").fetchone()[0]
-    rt.store.execute(f"PRAGMA max_page_count={pages}")
-    for table in ("meta", "intents"):  # every page full, down to the last gaps
-        for size in (2000, 200, 20, 1):
+    # the disk fills up: a page quota on both of the terminal's files stands in for it
+    for db, table in ((rt.store.conn, "meta"), (rt.outbox.db.conn, "intents")):
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={pages}")
+        for size in (2000, 200, 20, 1):  # every page full, down to the last gaps
             with pytest.raises(sqlite3.OperationalError):
                 for i in range(1000):
-                    rt.store.conn.execute(
+                    db.execute(
                         "INSERT INTO meta VALUES (?, ?)" if table == "meta" else
                         "INSERT INTO intents VALUES (?, 'ff', '', 0, 0, 'null', 'null', '[]',"
                         " 'done', 0, 0)", (f"filler{size}-{i}", "x" * size)[:2 if table == "meta"
@@ -152,12 +152,14 @@ def test_a_full_disk_raises_the_alarm_refuses_value_and_corrupts_nothing(tmp_pat
     # nothing half-written: the card, the outbox and the store agree and check out
     assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 9}
     assert [r.visits_after for r in records(rt)] == [9]
-    assert rt.store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for db in (rt.store, rt.outbox):
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert not rt.journal.unresolved()
     # space comes back: the alarm clears and taps are served again
     rt.store.execute("DELETE FROM meta WHERE key LIKE 'filler%'")
-    rt.store.execute("DELETE FROM intents WHERE id LIKE 'filler%'")
-    rt.store.execute("PRAGMA max_page_count=1000000")
+    rt.outbox.execute("DELETE FROM intents WHERE id LIKE 'filler%'")
+    for db in (rt.store, rt.outbox):
+        db.execute("PRAGMA max_page_count=1000000")
     rt._probe_storage()
     assert rt.storage_alarm == ""
     rt.role.on_card(card, "entry")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from smartcard import scard
@@ -72,14 +73,26 @@ class PcscMifareLink:
     loaded, which saves one APDU per sector on the usual tap. ``increment``/``decrement``
     /``restore`` are held until ``transfer``: Part 3 has no bare "increment", only
     "increment and transfer back to the same block" (and "restore to another block").
+
+    ``read_blocks``/``write_blocks`` move up to three blocks of a sector in one APDU on
+    readers with ACS's "Multiple Blocks Mode" (ACR1252U and later), and one block per
+    APDU on the others (ACR122U). ``multi_block`` says which; None means "find out": the
+    first multi-block read tries it, and a reader that refuses it is asked block by
+    block from then on (the answer is handed to ``on_block_mode`` so that the next card
+    on this reader starts out knowing).
     """
 
-    def __init__(self, context: int, card: int, protocol: int, reader: str) -> None:
+    def __init__(self, context: int, card: int, protocol: int, reader: str, *,
+                 multi_block: bool | None = None,
+                 on_block_mode: Callable[[bool], None] | None = None) -> None:
         self._context = context
         self._card = card
         self._protocol = protocol
         self.reader = reader
+        self.multi_block = multi_block
+        self._on_block_mode = on_block_mode
         self._loaded_key: bytes | None = None
+        self._last_auth: bytes | None = None
         self._pending: tuple[str, int, int] | None = None
         self.apdus = 0
         data = self._command(apdu.get_uid(), "get UID")
@@ -96,8 +109,10 @@ class PcscMifareLink:
         if self._loaded_key != key:
             self._command(apdu.load_key(0, key), "load key")
             self._loaded_key = key
-        self._command(apdu.authenticate(block, int(key_type), 0), f"authenticate block {block}",
-                      refused=AuthenticationFailed)
+        command = apdu.authenticate(block, int(key_type), 0)
+        self._last_auth = None
+        self._command(command, f"authenticate block {block}", refused=AuthenticationFailed)
+        self._last_auth = command
 
     def read_block(self, block: int) -> bytes:
         data = self._command(apdu.read_binary(block), f"read block {block}")
@@ -107,6 +122,43 @@ class PcscMifareLink:
 
     def write_block(self, block: int, data: bytes) -> None:
         self._command(apdu.update_binary(block, bytes(data)), f"write block {block}")
+
+    def read_blocks(self, block: int, count: int) -> bytes:
+        """``count`` consecutive data blocks of one sector, in one APDU where the reader can."""
+        if count == 1 or self.multi_block is False:
+            return b"".join(self.read_block(block + i) for i in range(count))
+        response = self.transmit(apdu.read_binary(block, 16 * count))
+        data, sw = apdu.split_response(response)
+        if sw == apdu.SW_OK and len(data) == 16 * count:
+            self._learned(True)
+            return data
+        if self.multi_block is None and self._last_auth is not None:
+            # The reader refused the long read (an ACR122U says 63 00 or 67 00): learn it,
+            # open the sector again in case the card dropped its session, go block by block.
+            log.info("reader %s reads one block at a time (answer %s)", self.reader,
+                     sw.hex(" ").upper())
+            self._learned(False)
+            self._command(self._last_auth, "authenticate again", refused=AuthenticationFailed)
+            return self.read_blocks(block, count)
+        if sw == apdu.SW_FAILED:
+            raise AccessDenied(f"read blocks {block}..{block + count - 1}: the card refused (63 00)")
+        raise ReaderError(f"read blocks {block}..{block + count - 1}: status {sw.hex(' ').upper()}")
+
+    def write_blocks(self, block: int, data: bytes) -> None:
+        """Consecutive data blocks of one sector, in one APDU where the reader can. The
+        blocks land in order: a card that leaves half-way keeps the first ones."""
+        count = len(data) // 16
+        if count == 1 or not self.multi_block:  # unknown: probe with reads, never writes
+            for i in range(count):
+                self.write_block(block + i, data[16 * i:16 * (i + 1)])
+            return
+        self._command(apdu.update_binary(block, bytes(data)),
+                      f"write blocks {block}..{block + count - 1}")
+
+    def _learned(self, multi_block: bool) -> None:
+        if self.multi_block is None and self._on_block_mode is not None:
+            self._on_block_mode(multi_block)
+        self.multi_block = multi_block
 
     def increment(self, block: int, amount: int) -> None:
         self._hold("inc", block, amount)
@@ -198,8 +250,10 @@ class PcscReaders:
     leaving, and is picked up again when it returns.
     """
 
-    def __init__(self, names: list[str] | None = None) -> None:
+    def __init__(self, names: list[str] | None = None, *, multi_block: bool | None = None) -> None:
         self.names = list(names or [])
+        self.multi_block = multi_block  # None: learn per reader (PcscMifareLink.read_blocks)
+        self._block_modes: dict[str, bool] = {}
         self._context: int | None = None
         self._states: dict[str, int] = {}
         self._pnp_state = scard.SCARD_STATE_UNAWARE
@@ -321,7 +375,9 @@ class PcscReaders:
         if hresult != scard.SCARD_S_SUCCESS:
             raise _fail(f"connect to the card on {reader}", hresult)
         try:
-            return PcscMifareLink(self._ctx(), card, protocol, reader)
+            mode = self.multi_block if self.multi_block is not None else self._block_modes.get(reader)
+            return PcscMifareLink(self._ctx(), card, protocol, reader, multi_block=mode,
+                                  on_block_mode=lambda m: self._block_modes.__setitem__(reader, m))
         except ReaderError:
             scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
             raise

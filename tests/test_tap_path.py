@@ -1,0 +1,157 @@
+"""The gate's crash-safe tap, step by step, on the in-process chip: what reaches the card
+and the disk, in which order, and with how few card commands.
+
+The order is the safety argument of :mod:`terminal_fw.intent`: the block that makes the
+card's new state count is sent only after the intent is on disk, and the records are on
+disk before the gate may open. The overlaps (intent on disk while the first blocks go to
+the card, records on disk while the second copy is written) must never reorder that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from protocol.card_ops import take_visit
+from protocol.terminal_config import parse_config
+from terminal_fw.card_app import CardApp
+from terminal_fw.identity import load_or_create
+from terminal_fw.intent import CardTransactions, IntentJournal, Status
+from terminal_fw.outbox import Outbox
+from tests.card_world import CATALOGUE, KEYS, T0
+from tests.runtime_world import config_doc, member_card
+
+
+class RecordingLink:
+    """The chip as a link, logging every command the terminal sends it."""
+
+    def __init__(self, card, log: list[tuple]) -> None:
+        self.card = card
+        self.log = log
+
+    def uid(self) -> bytes:
+        self.log.append(("uid",))
+        return self.card.uid()
+
+    def authenticate(self, block, key_type, key) -> None:
+        self.log.append(("auth", block, key_type.name))
+        self.card.authenticate(block, key_type, key)
+
+    def read_block(self, block) -> bytes:
+        self.log.append(("read", block))
+        return self.card.read_block(block)
+
+    def write_block(self, block, data) -> None:
+        self.log.append(("write", block))
+        self.card.write_block(block, data)
+
+
+class SlowDisk(IntentJournal):
+    """A journal whose intents take ``delay`` s to reach the disk, logging when they did."""
+
+    def __init__(self, store, log: list[tuple], delay: float = 0.05) -> None:
+        super().__init__(store)
+        self.log = log
+        self.delay = delay
+
+    def insert(self, intent, row):
+        time.sleep(self.delay)
+        done = super().insert(intent, row)
+        self.log.append(("intent on disk", threading.current_thread().name))
+        return done
+
+
+def gate(tmp_path, log):
+    identity = load_or_create(tmp_path / "secrets", "gate-01", "store-01")
+    outbox = Outbox(tmp_path / "terminal.db")
+    config = parse_config(config_doc(1, gate={"group": 0, "accepts": ["swim"]}))
+    journal = SlowDisk(outbox, log)
+    tick = iter(range(1, 1000))
+    tx = CardTransactions(identity, outbox, journal, KEYS, config=lambda: config,
+                          denylist=frozenset, offline=lambda: False,
+                          clock=lambda: T0 / 1000 + next(tick) * 3600)
+    real_commit = tx._commit
+
+    def commit(intent, status, *args, **kwargs):
+        out = real_commit(intent, status, *args, **kwargs)
+        log.append(("records on disk", status.value))
+        return out
+
+    tx._commit = commit
+    return tx, outbox
+
+
+def test_the_new_state_counts_on_the_card_only_once_its_intent_is_on_disk(tmp_path):
+    log: list[tuple] = []
+    tx, outbox = gate(tmp_path, log)
+    card = member_card()
+    result = tx.run(RecordingLink(card, log), take_visit, serve=True)
+    assert result.ok and [r.record.visits_after for r in result.records] == [9]
+
+    writes = [i for i, e in enumerate(log) if e[0] == "write"]
+    on_disk = log.index(next(e for e in log if e[0] == "intent on disk"))
+    recorded = log.index(next(e for e in log if e[0] == "records on disk"))
+    # both copies were current (counter equal), so the commit goes to copy 1 (sector 3,
+    # blocks 12-14) and the mirror to copy 0 (sector 2, blocks 8-10)
+    assert [log[i][1] for i in writes] == [12, 13, 14, 8, 9, 10]
+    assert log[on_disk][1].startswith("intent-writer")  # written beside the card I/O...
+    assert writes[1] < on_disk < writes[2]  # ...overlapping blocks 12-13, never block 14
+    assert recorded > writes[2]  # records only for a state the card holds
+    assert log[recorded][1] == Status.COMMITTED.value  # the gate has yet to open
+    state = CardApp(card, KEYS, CATALOGUE).read()
+    assert state.both_copies_current and state.state.visits == {"swim": 9}
+    tx.served(result)
+    assert [i.status for i in tx.journal.unresolved()] == []
+    outbox.close()
+
+
+def test_a_tap_sends_the_card_as_few_commands_as_the_format_allows(tmp_path):
+    log: list[tuple] = []
+    tx, outbox = gate(tmp_path, log)
+    card = member_card()
+    assert tx.run(RecordingLink(card, log), take_visit, serve=True).ok
+    commands = [e for e in log if e[0] in ("auth", "read", "write")]
+    # header with key A, both copies with key B (the last one stays open for the commit),
+    # one more authentication for the mirror
+    assert [e for e in commands if e[0] == "auth"] == [
+        ("auth", 4, "A"), ("auth", 8, "B"), ("auth", 12, "B"), ("auth", 8, "B")]
+    assert len(commands) == 4 + 9 + 6
+    outbox.close()
+
+
+def test_a_card_pulled_away_during_the_second_copy_still_counts_once(tmp_path):
+    log: list[tuple] = []
+    tx, outbox = gate(tmp_path, log)
+    card = member_card()
+    card.tear_at_write(5, "garbage")  # 12, 13, 14 land; the mirror's block 9 tears
+    result = tx.run(RecordingLink(card, log), take_visit, serve=True)
+    assert result.ok, result.reason  # the commit stood: the visit is taken and recorded
+    card.enter_field()
+    read = CardApp(card, KEYS, CATALOGUE).read()
+    assert read.state.visits == {"swim": 9} and not read.both_copies_current
+    tx.served(result)
+    assert tx.run(RecordingLink(card, log), take_visit, serve=True).ok  # repaired, next visit
+    read = CardApp(card, KEYS, CATALOGUE).read()
+    assert read.state.visits == {"swim": 8}
+    assert [r.visits_after for r in (s.record for s in outbox.records())] == [9, 8]
+    outbox.close()
+
+
+def test_an_intent_that_cannot_reach_the_disk_stops_the_card_write(tmp_path):
+    log: list[tuple] = []
+    tx, outbox = gate(tmp_path, log)
+
+    def full(intent, row):
+        raise OSError(28, "No space left on device")
+
+    tx.journal.insert = full
+    card = member_card()
+    with pytest.raises(OSError):
+        tx.run(RecordingLink(card, log), take_visit, serve=True)
+    assert 14 not in [e[1] for e in log if e[0] == "write"]  # the commit's last block
+    card.enter_field()
+    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 10}
+    assert outbox.records() == []
+    outbox.close()
