@@ -472,11 +472,16 @@ save_option = click.option("--save", is_flag=True, help="Write the card back to 
 @save_option
 @click.option("--port", type=int, default=35963, show_default=True,
               help="vpcd port (35963 = Virtual PCD 00 00, 35964 = 00 01).")
-def sim_pcsc(dump: Path, save: bool, port: int) -> None:
+@click.option("--model", type=click.Choice(["acr1252u", "acr122u"]), default="acr1252u",
+              show_default=True,
+              help="Reader model: acr1252u reads/writes up to 3 blocks per APDU (ACS "
+                   "Multiple Blocks Mode); acr122u one block per APDU.")
+def sim_pcsc(dump: Path, save: bool, port: int, model: str) -> None:
     """A virtual PC/SC reader (through pcscd + vpcd) with the card from DUMP on it."""
     from simulators.sim_runner import run_pcsc
 
-    _run_until_interrupted(run_pcsc, dump=dump, port=port, save=save)
+    _run_until_interrupted(run_pcsc, dump=dump, port=port, save=save,
+                           multi_block=model == "acr1252u")
 
 
 @sim.command("pn532")

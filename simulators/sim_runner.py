@@ -22,14 +22,16 @@ def load_card(dump: Path) -> MifareClassic1K:
 
 
 def run_pcsc(dump: Path, *, port: int, say: Callable[[str], None], stop: threading.Event,
-             save: bool = False) -> MifareClassic1K:
+             save: bool = False, multi_block: bool = True) -> MifareClassic1K:
     from simulators.vpcd_reader import VpcdReader
 
     card = load_card(dump)
     field = CardField("pcsc")
-    with VpcdReader(field, port=port) as reader:
+    with VpcdReader(field, port=port, multi_block=multi_block) as reader:
         field.place(card)
-        say(f"PC/SC reader: {reader.name} (vpcd port {port}); card UID {card.uid.hex().upper()}")
+        model = "multi-block, ACR1252U-class" if multi_block else "one block per APDU, ACR122U-class"
+        say(f"PC/SC reader: {reader.name} (vpcd port {port}, {model}); "
+            f"card UID {card.uid.hex().upper()}")
         say("pcscd must be running (pcscd -f). Ctrl-C to stop.")
         stop.wait()
     if save:

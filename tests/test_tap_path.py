@@ -155,3 +155,27 @@ def test_an_intent_that_cannot_reach_the_disk_stops_the_card_write(tmp_path):
     assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 10}
     assert outbox.records() == []
     outbox.close()
+
+
+def test_intents_kept_by_an_older_terminal_in_its_runtime_store_move_beside_the_outbox(tmp_path):
+    from terminal_fw.local_store import LocalStore
+
+    legacy = LocalStore(tmp_path / "runtime.db")
+    legacy.execute(
+        "CREATE TABLE intents (id TEXT PRIMARY KEY, uid TEXT NOT NULL, operation TEXT NOT NULL,"
+        " serve INTEGER NOT NULL, seq_before INTEGER NOT NULL, before TEXT NOT NULL,"
+        " after TEXT NOT NULL, records TEXT NOT NULL, status TEXT NOT NULL,"
+        " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL)")
+    state = CardApp(member_card(), KEYS, CATALOGUE).read().state
+    from terminal_fw.intent import _state_json
+
+    legacy.execute("INSERT INTO intents VALUES ('abc', '11223344', 'take_visit', 1, 0, ?, ?,"
+                   " '[]', 'open', 1, 1)", (_state_json(state), _state_json(state)))
+    outbox = Outbox(tmp_path / "terminal.db")
+    journal = IntentJournal(outbox)
+    assert journal.adopt(legacy) == 1
+    [moved] = journal.unresolved(bytes.fromhex("11223344"))
+    assert (moved.id, moved.status, moved.before) == ("abc", Status.OPEN, state)
+    assert journal.adopt(legacy) == 0  # once: the old table is gone
+    outbox.close()
+    legacy.close()
