@@ -56,7 +56,7 @@ from terminal_fw.identity import load_or_create  # noqa: E402
 from terminal_fw.intent import CardTransactions, IntentJournal  # noqa: E402
 from terminal_fw.outbox import Outbox  # noqa: E402
 from tests.card_world import CATALOGUE, KEYS, T0, ctx  # noqa: E402
-from tests.pcsc_fixtures import _vpcd_lock, running_pcscd  # noqa: E402
+from tests.pcsc_fixtures import running_pcscd, vpcd_lock  # noqa: E402
 from tests.reader_paths import PcscPath, Pn532Path  # noqa: E402
 from tests.runtime_world import config_doc  # noqa: E402
 
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.path not in (label, "all"):
                 continue
             # the machine-wide vpcd lock: a test run on this machine waits, never shares readers
-            with _vpcd_lock(), running_pcscd(), \
+            with vpcd_lock(), running_pcscd(), \
                     reader_in_its_own_process("pcsc", multi_block) as (field, name):
                 path = PcscPath(SimpleNamespace(field=field, name=name))
                 path.label, path.reader = label, "ACR1252U-class" if multi_block else "ACR122U-class"

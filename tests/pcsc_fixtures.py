@@ -75,7 +75,7 @@ _held = 0  # how many session fixtures of this process hold the machine-wide loc
 
 
 @contextlib.contextmanager
-def _vpcd_lock() -> Iterator[None]:
+def vpcd_lock() -> Iterator[None]:
     """The machine-wide vpcd lock, re-entrant within one process (each test module that
     imports the fixture gets its own session fixture instance)."""
     global _held
@@ -98,7 +98,7 @@ def _vpcd_lock() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def pcscd() -> Iterator[None]:
     require(have_pcscd(), "pcscd and vsmartcard-vpcd (apt packages pcscd vsmartcard-vpcd)")
-    with _vpcd_lock(), running_pcscd():
+    with vpcd_lock(), running_pcscd():
         yield
 
 
