@@ -4,9 +4,10 @@ Everything runs on this machine: a mosquitto with OneCard's config on a free loo
 port, HQ ingest as its own process on a temporary SQLite ledger, and the terminals in
 this process, each with its own identity, outbox and MQTT connection. Members carry
 simulated MIFARE Classic 1K cards in OneCard's card format: a service desk issues them
-and sells swim visits (cash), gates take visits; a member whose visits run out goes
-back to the desk for another package. One gate loses its broker connection for a while
-and catches up.
+and sells swim visits (cash), gates take visits on the deployed gate path
+(:class:`terminal_fw.intent.CardTransactions`: intent journal, tear-safe commit, records
+committed with the intent); a member whose visits run out goes back to the desk for
+another package. One gate loses its broker connection for a while and catches up.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ from hq_server.devices import add_device
 from hq_server.ledger import check_ledger, ingest_figures
 from hq_server.reconciliation import anomaly_counts, reconcile_due
 from hq_server.schema import open_engine
-from protocol.card_ops import TerminalContext, add_visits, issue
+from protocol.card_ops import TerminalContext, add_visits, issue, take_visit
 from protocol.card_state import RefusalReason
 from protocol.keys import ChainKeys
+from protocol.mifare import CardRemoved, ReaderError
 from protocol.products import CardProduct, Catalogue, CountProduct
+from protocol.terminal_config import TerminalConfig, parse_config
 from simulators.mifare_classic import MifareClassic1K
 from terminal_fw.card_app import CardService, WriteStatus
-from terminal_fw.gate import Gate
 from terminal_fw.identity import DeviceIdentity, load_or_create
+from terminal_fw.intent import CardTransactions, IntentJournal, TxResult
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
 
@@ -49,6 +52,13 @@ CATALOGUE = Catalogue(
     card_products=(CardProduct(1, "swim-card", count_products=(PRODUCT,)),),
     count_products=(CountProduct(10, PRODUCT, 30000, 10),),  # 10 swims for 300.00 yuan
 )
+
+
+def gate_config() -> TerminalConfig:
+    """What HQ would push to the demo's gates: the demo's catalogue, one gate group, and
+    the gates let in what the desk sells (swim visits). Parsed as a terminal parses it."""
+    return parse_config({"version": 1, "catalogue": CATALOGUE.to_dict(),
+                         "gate": {"group": 0, "accepts": [PRODUCT]}})
 
 
 @dataclass
@@ -135,13 +145,21 @@ class ServiceDesk(SimTerminal):
 
 
 class SimGate(SimTerminal):
-    """A gate with a reader; members walk up now and then and tap their card."""
+    """A gate with a reader; members walk up now and then and tap their card.
 
-    def __init__(self, index: int, workdir: Path, broker: Broker, service: CardService,
-                 members: list[Member], desk: ServiceDesk, tap_rate: float) -> None:
+    A tap is the runtime's gate path: :meth:`CardTransactions.run` with ``take_visit``
+    to be served, then :meth:`CardTransactions.served` once the gate opened. The records
+    are flagged offline while the gate has no broker connection (gate-03's outage).
+    """
+
+    def __init__(self, index: int, workdir: Path, broker: Broker, keys: ChainKeys,
+                 config: TerminalConfig, members: list[Member], desk: ServiceDesk,
+                 tap_rate: float) -> None:
         super().__init__(f"gate-{index:02d}", "gate", workdir, broker)
-        self.gate = Gate(self.identity, self.outbox, PRODUCT, card_service=service,
-                         offline=lambda: not self.uplink.connected.is_set())
+        self.tx = CardTransactions(
+            self.identity, self.outbox, IntentJournal(self.outbox), keys,
+            config=lambda: config, denylist=frozenset,
+            offline=lambda: not self.uplink.connected.is_set())
         self.members = members
         self.desk = desk
         self.tap_rate = tap_rate
@@ -163,16 +181,29 @@ class SimGate(SimTerminal):
             if not member.hand.acquire(blocking=False):
                 continue  # that member is at another gate right now
             try:
-                decision = self.gate.tap(member.card)
+                result = self.tap(member.card)
                 self.taps += 1
-                if decision.opened:
+                if result.records:
                     self.uplink.notify()
+                if result.ok:
                     continue
                 self.refused += 1
-                if RefusalReason.EXHAUSTED.value in decision.reason:
+                if result.refusal is not None and result.refusal.reason is RefusalReason.EXHAUSTED:
                     self.desk.sell_visits(member.card)  # off to the desk for more swims
             finally:
                 member.hand.release()
+
+    def tap(self, card: MifareClassic1K) -> TxResult:
+        """One visit: run it crash-safely, open the gate if paid, then mark it served."""
+        try:
+            result = self.tx.run(card, take_visit, serve=True)
+        except CardRemoved:  # the card left before anything was decided: not charged
+            return TxResult(False, "card removed", retry=True)
+        except ReaderError as exc:  # wrong keys, refused access, reader gone: not charged
+            return TxResult(False, f"card error: {exc}")
+        if result.ok:
+            self.tx.served(result)  # the turnstile turned
+        return result
 
     def figures(self) -> dict[str, int]:
         return {**super().figures(), "taps": self.taps, "refused": self.refused}
@@ -205,7 +236,8 @@ def run_demo(config: DemoConfig) -> dict:
         card = MifareClassic1K.blank(rng.randbytes(4))
         desk.issue_card(card, f"M{n:05d}", packages=1)
         members.append(Member(card))
-    gates = [SimGate(i + 1, workdir, broker, service, members, desk, config.tap_rate)
+    gate_cfg = gate_config()
+    gates = [SimGate(i + 1, workdir, broker, keys, gate_cfg, members, desk, config.tap_rate)
              for i in range(config.gates)]
     terminals: list[SimTerminal] = [desk, *gates]
     for t in terminals:

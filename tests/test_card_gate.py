@@ -1,6 +1,14 @@
-"""The gate takes visits from MIFARE Classic cards in our format, torn taps included."""
+"""The gate takes visits from MIFARE Classic cards in our format, torn taps included.
+
+The gate here is the deployed path, :class:`terminal_fw.intent.CardTransactions` (see
+``tests/card_tx.py``): a tap that may open the gate is a ``TxResult`` with ``ok``; a
+card that left mid-write asks for another tap (``retry``) and its intent journal settles
+the torn write when the card comes back.
+"""
 
 from __future__ import annotations
+
+import pytest
 
 from protocol.card_ops import add_visits, issue, open_account
 from protocol.card_state import RefusalReason
@@ -8,9 +16,9 @@ from protocol.record import Flag, Operation, decode_wire
 from simulators.mifare_classic import MifareClassic1K
 from terminal_fw.card_app import CardApp, CardService, WriteStatus
 from terminal_fw.gate import Gate
-from terminal_fw.identity import load_or_create
-from terminal_fw.outbox import Outbox
-from tests.card_world import CATALOGUE, KEYS, T0, UID, ctx
+from terminal_fw.intent import Status
+from tests.card_tx import make_tx, tap
+from tests.card_world import CATALOGUE, KEYS, UID, ctx
 from tests.fleet import member_card
 
 
@@ -23,63 +31,72 @@ def swim_card(visits_packages: int = 1) -> MifareClassic1K:
     return card
 
 
-def make_gate(tmp_path, denylist=frozenset(), **kw) -> tuple[Gate, Outbox]:
-    ident = load_or_create(tmp_path / "k", "gate-01", "store-01")
-    box = Outbox(tmp_path / "t.db")
-    svc = CardService(KEYS, CATALOGUE, denylist=lambda: denylist)
-    gate = Gate(ident, box, "swim", card_service=svc, clock=lambda: T0 / 1000, **kw)
-    return gate, box
-
-
-def test_gate_takes_visits_from_our_cards_and_still_serves_the_old_path(tmp_path) -> None:
-    gate, box = make_gate(tmp_path, offline=lambda: True)
+def test_gate_takes_visits_from_our_cards_and_the_simple_gate_keeps_its_path(tmp_path) -> None:
+    tx = make_tx(tmp_path, offline=lambda: True)
     card = swim_card()
-    d = gate.tap(card)
-    assert d.opened and d.record is not None
-    r = d.record.record
+    d = tap(tx, card)
+    assert d.ok and len(d.records) == 1 and not d.free
+    r = d.records[0].record
     assert (r.operation, r.product, r.visits_before, r.visits_after) == \
         (Operation.TAKE_VISIT, "swim", 10, 9)
-    assert r.flags == Flag.OFFLINE and box.get(r.seq) == d.record.wire
+    assert r.flags == Flag.OFFLINE and tx.outbox.get(r.seq) == d.records[0].wire
     assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 9}
-    old = gate.tap(member_card(visits=1))  # the in-process CardAccess path is unchanged
-    assert old.opened
+    assert tx.journal.counts() == {Status.DONE.value: 1}, "served: the intent is settled"
+    # the simple gate still serves decoded cards, and sends MIFARE cards to CardTransactions
+    simple = Gate(tx.identity, tx.outbox, "swim")
+    assert simple.tap(member_card(visits=1)).opened
+    with pytest.raises(TypeError, match="CardTransactions"):
+        simple.tap(card)  # type: ignore[arg-type]
 
 
 def test_gate_refuses_with_the_reason_and_blocks_denylisted_cards(tmp_path) -> None:
-    gate, box = make_gate(tmp_path, denylist=frozenset({"M00001"}))
+    tx = make_tx(tmp_path, denylist=frozenset({"M00001"}))
     card = swim_card()
-    d = gate.tap(card)
-    assert not d.opened and RefusalReason.DENYLISTED.value in d.reason
-    assert d.record is not None and d.record.record.operation is Operation.BLOCK
+    d = tap(tx, card)
+    assert not d.ok and not d.retry and RefusalReason.DENYLISTED.value in d.reason
+    assert d.refusal is not None and d.refusal.reason is RefusalReason.DENYLISTED
+    assert [s.record.operation for s in d.records] == [Operation.BLOCK]
     assert CardApp(card, KEYS, CATALOGUE).read().state.blocked
-    again = gate.tap(card)
-    assert not again.opened and RefusalReason.DENYLISTED.value in again.reason
-    blank = gate.tap(MifareClassic1K.blank(bytes.fromhex("01020304")))
-    assert not blank.opened and RefusalReason.NOT_ONECARD.value in blank.reason
-    assert [decode_wire(p.wire).record.operation for p in box.pending()] == [Operation.BLOCK]
+    again = tap(tx, card)
+    assert not again.ok and RefusalReason.DENYLISTED.value in again.reason
+    assert again.records == ()
+    blank = tap(tx, MifareClassic1K.blank(bytes.fromhex("01020304")))
+    assert not blank.ok and RefusalReason.NOT_ONECARD.value in blank.reason
+    assert [decode_wire(p.wire).record.operation for p in tx.outbox.pending()] == [Operation.BLOCK]
+    assert not tx.journal.unresolved()
 
 
 def test_a_tap_torn_at_the_commit_is_settled_on_the_next_tap(tmp_path) -> None:
     for mode, charged in (("after", True), ("before", False)):
-        gate, box = make_gate(tmp_path / mode)
+        tx = make_tx(tmp_path / mode)
         card = swim_card()
         card.tear_at_write(3, mode)  # the last block of the commit
-        d = gate.tap(card)
-        assert not d.opened and "tap again" in d.reason and box.backlog() == 0
+        d = tap(tx, card)
+        assert not d.ok and d.retry and "tap again" in d.reason and tx.outbox.backlog() == 0
+        [pending] = tx.journal.unresolved(UID)
+        assert pending.status is Status.OPEN, "unknown until the card is read again"
         card.enter_field()
-        d = gate.tap(card)
-        assert d.opened and d.record is not None
-        assert box.backlog() == 1, "one visit recorded, whatever the tear did"
+        d = tap(tx, card)
+        assert d.ok and len(d.records) == 1, (mode, d)
+        # landed: the member paid at the torn tap and is let in for it, not charged again
+        assert d.free == charged, mode
+        assert tx.outbox.backlog() == 1, "one visit recorded, whatever the tear did"
         assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 9}
-        assert d.record.record.visits_after == 9, (mode, charged)
+        assert d.records[0].record.visits_after == 9, (mode, charged)
+        assert not tx.journal.unresolved(), mode
+        settled = {Status.DONE.value: 1} if charged else \
+            {Status.DONE.value: 1, Status.ABANDONED.value: 1}
+        assert tx.journal.counts() == settled, mode
 
 
 def test_a_tap_torn_before_the_commit_charges_nothing(tmp_path) -> None:
-    gate, box = make_gate(tmp_path)
+    tx = make_tx(tmp_path)
     card = swim_card()
     card.tear_at_write(1, "garbage")
-    d = gate.tap(card)
-    assert not d.opened and box.backlog() == 0
+    d = tap(tx, card)
+    assert not d.ok and d.retry and tx.outbox.backlog() == 0
+    assert not tx.journal.unresolved(), "the card kept its old state: nothing to settle"
     card.enter_field()
     assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 10}
-    assert gate.tap(card).opened
+    again = tap(tx, card)
+    assert again.ok and not again.free and tx.outbox.backlog() == 1

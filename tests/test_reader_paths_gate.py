@@ -1,24 +1,26 @@
 """The gate's visit and a checkout, the same test cases on both reader paths.
 
 PC/SC: pyscard → pcscd → vpcd → simulated reader → chip model. PN532: pyserial → pty →
-emulated PN532 → chip model. A card torn away at every write of a visit must leave a
-valid card, and the card and the outbox must agree once the member taps again: one
-visit taken, one record.
+emulated PN532 → chip model. The gate is the deployed path,
+:class:`terminal_fw.intent.CardTransactions` (``tests/card_tx.py``). A card torn away at
+every write of a visit must leave a valid card, and the card, the outbox and the intent
+journal must agree once the member taps again: one visit taken, one record, nothing left
+unsettled.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from protocol.card_ops import CheckoutLine, add_visits, debit, issue, open_account
+from protocol.card_ops import CheckoutLine, add_visits, debit, issue, open_account, take_visit
+from protocol.card_state import RefusalReason
 from protocol.record import Operation
 from simulators.mifare_classic import MifareClassic1K
 from simulators.pn532_emulator import Pn532Emulator
 from terminal_fw.card_app import CardApp, CardService, WriteStatus
-from terminal_fw.gate import Gate
-from terminal_fw.identity import load_or_create
-from terminal_fw.outbox import Outbox
+from terminal_fw.intent import CardTransactions, Status
 from tests import pcsc_fixtures
+from tests.card_tx import make_tx, tap
 from tests.card_world import CATALOGUE, KEYS, T0, ctx
 from tests.reader_paths import PcscPath, Pn532Path
 
@@ -66,82 +68,102 @@ def card_state(card: MifareClassic1K):
     return CardApp(card, KEYS, CATALOGUE).read().state
 
 
-@pytest.fixture
-def gate(tmp_path):
-    identity = load_or_create(tmp_path / "secrets", "gate-01", "store-01")
-    outbox = Outbox(tmp_path / "outbox.db")
+def hourly_clock():
+    """Every reading an hour after the last: no anti-passback between taps."""
     clock = iter(range(10_000))
-    g = Gate(identity, outbox, "swim", card_service=CardService(KEYS, CATALOGUE),
-             clock=lambda: T0 / 1000 + next(clock) * 3600)  # an hour apart: no anti-passback
-    return g
+    return lambda: T0 / 1000 + next(clock) * 3600
+
+
+@pytest.fixture
+def gate(tmp_path) -> CardTransactions:
+    return make_tx(tmp_path, clock=hourly_clock())
 
 
 def test_visit_opens_the_gate_and_records_it(path, gate):
     card = member_card()
-    decision = gate.tap(path.tap(card))
+    result = tap(gate, path.tap(card))
     path.take_away()
-    assert decision.opened, decision.reason
+    assert result.ok, result.reason
     assert card_state(card).visits == {"swim": 9}
     records = gate.outbox.records()
     assert [r.record.operation for r in records] == [Operation.TAKE_VISIT]
     assert records[0].record.visits_after == 9
+    assert result.records == tuple(records)
+    assert gate.journal.counts() == {Status.DONE.value: 1}
 
 
 def test_checkout_from_the_purse(path, gate):
     card = member_card(purse_fen=50_000)
     before = card_state(card).purse_fen  # 50 000 plus the recharge bonus
-    svc = CardService(KEYS, CATALOGUE)
     link = path.tap(card)
-    result = svc.run(link, debit, [CheckoutLine("food", 10_000, 2)], ctx=ctx())
+    result = gate.run(link, debit, [CheckoutLine("food", 10_000, 2)])
     path.take_away()
-    assert result.status is WriteStatus.WRITTEN
-    for record in result.records:
-        gate.outbox.append(record, gate.identity.signing_key)
+    assert result.ok, result.reason
     assert card_state(card).purse_fen == before - 17_600  # gold pays 88% for food
-    assert gate.outbox.records()[0].record.purse_after == before - 17_600
+    records = gate.outbox.records()
+    assert tuple(records) == result.records, "the records signed are the ones committed"
+    assert records[0].record.purse_after == before - 17_600
+    assert gate.journal.counts() == {Status.DONE.value: 1}, "nothing to serve: done at once"
 
 
 def test_refused_card_keeps_the_gate_shut(path, gate):
     card = member_card(swims=0)
-    decision = gate.tap(path.tap(card))
+    result = tap(gate, path.tap(card))
     path.take_away()
-    assert not decision.opened
+    assert not result.ok and not result.retry
+    assert result.refusal is not None and result.refusal.reason is RefusalReason.EXHAUSTED
     assert gate.outbox.records() == []
+    assert gate.journal.counts() == {}, "refused before any write: no intent"
 
 
-def _writes_per_visit() -> int:
+def _writes_per_visit(folder) -> tuple[int, int]:
+    """EEPROM writes of one visit on the gate's path: (the commit's, all of them)."""
+    card = member_card()
+    app = CardApp(card, KEYS, CATALOGUE)
+    read = app.read(for_write=True)
+    done = take_visit(read.state, catalogue=CATALOGUE, ctx=ctx(T0 + 3_600_000))
+    before = card.writes
+    assert app.write(read, done.state, mirror=False) is WriteStatus.WRITTEN
+    commit = card.writes - before
     card = member_card()
     before = card.writes
-    service = CardService(KEYS, CATALOGUE)
-    from protocol.card_ops import take_visit
-
-    assert service.run(card, take_visit, ctx=ctx(T0 + 3_600_000)).status is WriteStatus.WRITTEN
-    return card.writes - before
+    assert tap(make_tx(folder, clock=hourly_clock()), card).ok
+    total = card.writes - before
+    assert 0 < commit < total, (commit, total)
+    return commit, total
 
 
 @pytest.mark.parametrize("mode", ["before", "after", "garbage"])
-def test_card_torn_at_every_write_of_a_visit(path, gate, mode):
+def test_card_torn_at_every_write_of_a_visit(path, gate, mode, tmp_path):
     """Pull the card at write n (each n in turn). The card stays valid and always agrees
     with the outbox (visits taken == records made); the gate opens only once the visit
     is on the card and recorded; after at most one more tap the member is in, charged
-    exactly once."""
-    writes = _writes_per_visit()
+    exactly once, and the intent journal holds nothing unsettled."""
+    commit_last, writes = _writes_per_visit(tmp_path / "count")
     for n in range(1, writes + 1):
         card = member_card()
         start = len(gate.outbox.records())
         card.tear_at_write(n, mode, seed=n)
-        decision = gate.tap(path.tap(card))
+        result = tap(gate, path.tap(card))
         path.take_away()
         made = len(gate.outbox.records()) - start
         visits = card_state(card).visits["swim"]  # raises if the card were left invalid
-        # (9, 0): the commit's last write landed but its answer was lost; the gate keeps
-        # it as unconfirmed and records it when the card is read again at the next tap
+        # (9, 0): the commit's last write landed but its answer was lost; the intent stays
+        # open and is recorded when the card is read again at the next tap
         assert (visits, made) in ((10, 0), (9, 1), (9, 0)), f"write {n} ({mode})"
-        assert decision.opened == (made == 1), f"write {n} ({mode}): {decision}"
-        if not decision.opened:
-            decision = gate.tap(path.tap(card))
+        assert result.ok == (made == 1), f"write {n} ({mode}): {result}"
+        assert result.retry == (not result.ok), f"write {n} ({mode}): {result}"
+        unsettled = gate.journal.unresolved(UID)
+        # only a tear at the commit's last block leaves the outcome to the next tap
+        assert len(unsettled) == (n == commit_last), f"write {n} ({mode}): {unsettled}"
+        assert all(i.status is Status.OPEN for i in unsettled), f"write {n} ({mode})"
+        if not result.ok:
+            again = tap(gate, path.tap(card))
             path.take_away()
-            assert decision.opened, f"write {n} ({mode}): {decision.reason}"
+            assert again.ok, f"write {n} ({mode}): {again.reason}"
+            # served for the torn tap when the visit had landed on the card: no new charge
+            assert again.free == (visits == 9), f"write {n} ({mode}): {again}"
         new = gate.outbox.records()[start:]
         assert card_state(card).visits == {"swim": 9}, f"write {n} ({mode})"
         assert len(new) == 1 and new[0].record.visits_after == 9, f"write {n} ({mode})"
+        assert not gate.journal.unresolved(UID), f"write {n} ({mode})"
