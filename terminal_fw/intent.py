@@ -48,7 +48,7 @@ from protocol.card_ops import Done, TerminalContext, check_denylist, issue
 from protocol.card_state import CardState, Refusal, RefusalReason
 from protocol.keys import ChainKeys
 from protocol.mifare import AuthenticationFailed, CardRemoved, MifareClassicLink
-from protocol.record import Flag, SignedRecord, TransactionRecord, decode_body
+from protocol.record import Flag, SignedRecord, TransactionRecord, decode_body, decode_wire
 from protocol.terminal_config import TerminalConfig
 from terminal_fw.card_app import CardApp, WriteStatus
 from terminal_fw.failpoints import failpoint
@@ -290,10 +290,27 @@ class CardTransactions:
         """At start: settle intents whose outcome is known without the card."""
         with self.lock:
             for intent in self.journal.unresolved():
-                if intent.status is Status.WRITTEN:  # card written before the power cut
-                    self._commit(intent, Status.COMMITTED if intent.serve else Status.DONE)
+                final = Status.COMMITTED if intent.serve else Status.DONE
+                if intent.status in (Status.OPEN, Status.WRITTEN) and self._in_outbox(intent):
+                    # only an intent adopted from an older terminal, which committed the
+                    # records and the intent's status in two steps: never record it twice
+                    self.journal.set_status(intent, final)
+                elif intent.status is Status.WRITTEN:  # card written before the power cut
+                    self._commit(intent, final)
                     log.info("intent %s: card written before the power cut; records "
                              "committed now", intent.id)
+
+    def _in_outbox(self, intent: Intent) -> bool:
+        """Whether the intent's records are already in the outbox (matched by content)."""
+        if not intent.records:
+            return False
+        wanted = {(r.card_id, r.operation, r.card_counter, r.device_time_ms)
+                  for r in intent.records}
+        for pending in self.outbox.pending(limit=1_000_000, after_seq=intent.seq_before):
+            r = decode_wire(pending.wire).record
+            if (r.card_id, r.operation, r.card_counter, r.device_time_ms) in wanted:
+                return True
+        return False
 
     def report_unconfirmed(self, older_than_s: float) -> int:
         """Send HQ the intents whose card has not come back: both states, flagged."""

@@ -179,3 +179,35 @@ def test_intents_kept_by_an_older_terminal_in_its_runtime_store_move_beside_the_
     assert journal.adopt(legacy) == 0  # once: the old table is gone
     outbox.close()
     legacy.close()
+
+
+def test_an_adopted_intent_whose_records_an_older_terminal_already_committed_is_not_recorded_twice(
+        tmp_path):
+    """Older terminals committed the records, then the intent's status, in two steps; a
+    power cut between them, then the upgrade: the records are in the outbox already."""
+    from protocol.card_ops import TerminalContext
+    from terminal_fw.intent import _state_json
+    from terminal_fw.local_store import LocalStore
+
+    log: list[tuple] = []
+    tx, outbox = gate(tmp_path, log)
+    state = CardApp(member_card(), KEYS, CATALOGUE).read().state
+    ctx = TerminalContext(device_id="gate-01", store="store-01", chain_id=KEYS.chain_id,
+                          now_ms=T0 + 3_600_000)
+    done = take_visit(state, catalogue=CATALOGUE, ctx=ctx)
+    outbox.append(done.records[0], tx.identity.signing_key)  # committed, status not updated
+    legacy = LocalStore(tmp_path / "runtime.db")
+    legacy.execute(
+        "CREATE TABLE intents (id TEXT PRIMARY KEY, uid TEXT NOT NULL, operation TEXT NOT NULL,"
+        " serve INTEGER NOT NULL, seq_before INTEGER NOT NULL, before TEXT NOT NULL,"
+        " after TEXT NOT NULL, records TEXT NOT NULL, status TEXT NOT NULL,"
+        " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL)")
+    legacy.execute("INSERT INTO intents VALUES ('old', '11223344', 'take_visit', 1, 0, ?, ?, ?,"
+                   " 'written', 1, 1)", (_state_json(state), _state_json(done.state),
+                                         f'["{done.records[0].encode().hex()}"]'))
+    tx.journal.adopt(legacy)
+    tx.recover()
+    assert [i.status for i in tx.journal.unresolved()] == [Status.COMMITTED]
+    assert len(outbox.records()) == 1
+    outbox.close()
+    legacy.close()
