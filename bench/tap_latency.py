@@ -116,7 +116,9 @@ class RemoteField:
 def _reader_process(conn, kind: str, multi_block: bool) -> None:
     field = CardField("bench")
     if kind == "pcsc":
-        reader = VpcdReader(field, port=35963, multi_block=multi_block).start()
+        reader = VpcdReader(field, port=35963, multi_block=multi_block)
+        reader.removal_hold = 0  # each tap waits for pcscd's removal event itself
+        reader.start()
         conn.send(reader.name)
     else:
         reader = Pn532Emulator(field).start()
