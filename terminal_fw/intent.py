@@ -135,17 +135,10 @@ class IntentJournal:
         legacy.execute("DROP TABLE intents")
         return len(rows)
 
-    def open(self, uid: bytes, operation: str, before: CardState | None, done: Done, *,
-             serve: bool, seq_before: int) -> Intent:
-        """Write a new intent durably and return it."""
-        intent, row = self.prepare(uid, operation, before, done, serve=serve,
-                                   seq_before=seq_before)
-        return self.insert(intent, row)
-
     def prepare(self, uid: bytes, operation: str, before: CardState | None, done: Done, *,
                 serve: bool, seq_before: int) -> tuple[Intent, tuple]:
-        """The intent and its row, encoded; :meth:`insert` writes them (on another thread
-        if need be: it holds the interpreter only for the SQL, not for the encoding)."""
+        """A new intent and its row, encoded; :meth:`insert` writes them durably (on another
+        thread if need be: it then holds the interpreter only for the SQL)."""
         now = int(self.clock() * 1000)
         intent = Intent(secrets.token_hex(8), uid, operation, serve, seq_before, before,
                         done.state, done.records, Status.OPEN, now)
@@ -301,12 +294,13 @@ class CardTransactions:
                              "committed now", intent.id)
 
     def _in_outbox(self, intent: Intent) -> bool:
-        """Whether the intent's records are already in the outbox (matched by content)."""
+        """Whether the intent's records are already in the outbox, right after the sequence
+        number it was opened at (the older terminal appended them there, under the lock)."""
         if not intent.records:
             return False
         wanted = {(r.card_id, r.operation, r.card_counter, r.device_time_ms)
                   for r in intent.records}
-        for pending in self.outbox.pending(limit=1_000_000, after_seq=intent.seq_before):
+        for pending in self.outbox.pending(limit=len(intent.records), after_seq=intent.seq_before):
             r = decode_wire(pending.wire).record
             if (r.card_id, r.operation, r.card_counter, r.device_time_ms) in wanted:
                 return True
