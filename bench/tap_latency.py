@@ -46,19 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from protocol.card_ops import issue, open_account, sell_pass, take_visit  # noqa: E402
 from protocol.mifare import KeyType  # noqa: E402
 from protocol.record import Operation, TransactionRecord  # noqa: E402
-from protocol.terminal_config import parse_config  # noqa: E402
 from simulators.card_field import CardField  # noqa: E402
 from simulators.mifare_classic import MifareClassic1K  # noqa: E402
 from simulators.pn532_emulator import Pn532Emulator  # noqa: E402
 from simulators.vpcd_reader import VpcdReader  # noqa: E402
 from terminal_fw.card_app import CardService, WriteStatus  # noqa: E402
 from terminal_fw.identity import load_or_create  # noqa: E402
-from terminal_fw.intent import CardTransactions, IntentJournal  # noqa: E402
 from terminal_fw.outbox import Outbox  # noqa: E402
+from tests.card_tx import make_tx  # noqa: E402
 from tests.card_world import CATALOGUE, KEYS, T0, ctx  # noqa: E402
 from tests.pcsc_fixtures import running_pcscd, vpcd_lock  # noqa: E402
 from tests.reader_paths import PcscPath, Pn532Path  # noqa: E402
-from tests.runtime_world import config_doc  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -215,13 +213,10 @@ def run_lean(path, taps: int, rng: random.Random, workdir: Path) -> dict:
 
 def run_path(path, taps: int, rng: random.Random, workdir: Path) -> dict:
     name = path.label
-    identity = load_or_create(workdir / f"secrets-{name}", f"gate-{name}", "store-01")
-    outbox = Outbox(workdir / f"terminal-{name}.db")
     tick = iter(range(1, 10**6))
-    config = parse_config(config_doc(1, gate={"group": 0, "accepts": []}))
-    tx = CardTransactions(identity, outbox, IntentJournal(outbox), KEYS, config=lambda: config,
-                          denylist=frozenset, offline=lambda: False,
-                          clock=lambda: T0 / 1000 + next(tick) * 3600)  # an hour apart
+    (workdir / name).mkdir(exist_ok=True)
+    tx = make_tx(workdir / name, clock=lambda: T0 / 1000 + next(tick) * 3600)  # an hour apart
+    outbox = tx.outbox
     card = member_card()
     path.field.load(card)
     tap_ms: list[float] = []

@@ -15,13 +15,12 @@ import time
 import pytest
 
 from protocol.card_ops import take_visit
-from protocol.terminal_config import parse_config
 from terminal_fw.card_app import CardApp
-from terminal_fw.identity import load_or_create
-from terminal_fw.intent import CardTransactions, IntentJournal, Status
+from terminal_fw.intent import IntentJournal, Status
 from terminal_fw.outbox import Outbox
+from tests.card_tx import make_tx
 from tests.card_world import CATALOGUE, KEYS, T0
-from tests.runtime_world import config_doc, member_card
+from tests.runtime_world import member_card
 
 
 class RecordingLink:
@@ -64,14 +63,10 @@ class SlowDisk(IntentJournal):
 
 
 def gate(tmp_path, log):
-    identity = load_or_create(tmp_path / "secrets", "gate-01", "store-01")
-    outbox = Outbox(tmp_path / "terminal.db")
-    config = parse_config(config_doc(1, gate={"group": 0, "accepts": ["swim"]}))
-    journal = SlowDisk(outbox, log)
     tick = iter(range(1, 1000))
-    tx = CardTransactions(identity, outbox, journal, KEYS, config=lambda: config,
-                          denylist=frozenset, offline=lambda: False,
-                          clock=lambda: T0 / 1000 + next(tick) * 3600)
+    tx = make_tx(tmp_path, clock=lambda: T0 / 1000 + next(tick) * 3600, accepts=("swim",))
+    tx.journal = SlowDisk(tx.outbox, log)
+    outbox = tx.outbox
     real_commit = tx._commit
 
     def commit(intent, status, *args, **kwargs):
