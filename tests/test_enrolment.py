@@ -16,9 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import have_mosquitto, require
-from fleet import member_card
-from mtls_helpers import Probe, make_site, remove_site, start_broker, tls_context, wait_for
 from sqlalchemy import func, select
 
 from broker_config.install import Site, SiteDeviceCA, service_tls_context
@@ -43,6 +40,9 @@ from terminal_fw.gate import Gate
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
+from tests.conftest import have_mosquitto, require
+from tests.fleet import member_card
+from tests.mtls_helpers import Probe, make_site, remove_site, start_broker, tls_context, wait_for
 
 PASSWORD = "correct horse battery staple"
 NOT_AUTHORIZED = 0x87
