@@ -31,6 +31,7 @@ from hq_server.schema import (
     ledger_entries,
     ledger_transactions,
     quarantine,
+    quarantine_budget,
     records,
 )
 from protocol.record import RecordRejected, verify_wire
@@ -282,6 +283,7 @@ def check_ledger(engine: Engine, *, signatures: bool = False) -> LedgerCheck:
             "entries": conn.execute(select(func.count()).select_from(ledger_entries)).scalar_one(),
             "accounts": len(stored),
             "posted_records": conn.execute(select(func.count()).select_from(records).where(posted)).scalar_one(),
+            "quarantine_dropped": _quarantine_dropped(conn),
         }
     return LedgerCheck(not problems, bad, totals, problems, figures)
 
@@ -390,7 +392,15 @@ def account_balance(engine: Engine, account: str, asset: str) -> int:
     return int(total)
 
 
+def _quarantine_dropped(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(
+        func.sum(quarantine_budget.c.dropped_rows), 0))).scalar_one())
+
+
 def ingest_figures(engine: Engine) -> dict[str, int]:
+    """Counts an operator watches: records stored and posted, quarantined and dropped
+    (``quarantine_dropped``: refused messages not kept because their device was over its
+    quarantine limits), duplicates."""
     with engine.connect() as conn:
         ledgered = conn.execute(select(func.count()).select_from(records)
                                 .where(records.c.status == "posted")).scalar_one()
@@ -398,5 +408,7 @@ def ingest_figures(engine: Engine) -> dict[str, int]:
         quarantined = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
         dup = conn.execute(select(counters.c.value).where(
             counters.c.name == "duplicates_rejected")).scalar()
+        dropped = _quarantine_dropped(conn)
     return {"records_ledgered": int(ledgered), "records_stored": int(stored),
-            "quarantined": int(quarantined), "duplicates_rejected": int(dup or 0)}
+            "quarantined": int(quarantined), "quarantine_dropped": dropped,
+            "duplicates_rejected": int(dup or 0)}
