@@ -206,7 +206,8 @@ def check_ledger(engine: Engine, *, signatures: bool = False) -> LedgerCheck:
     no purse, visit or points account is below zero; every posted record has exactly
     its one transaction and every record transaction its posted record; a reversal is
     the exact negation of the transaction it reverses; each device's stored records
-    follow each other on its hash chain. With ``signatures``, every stored record's
+    follow each other on its hash chain, and no posted record's predecessor is missing
+    or quarantined. With ``signatures``, every stored record's
     Ed25519 signature is checked again against its device's registered key (slow: an
     audit that the records table was not edited).
     """
@@ -276,6 +277,20 @@ def check_ledger(engine: Engine, *, signatures: bool = False) -> LedgerCheck:
             .limit(100)).all()
         problems += [f"record {d}#{q} does not follow {d}#{q - 1} on the device's chain"
                      for d, q in unchained]
+        # A posted record vouches for its predecessor; one whose predecessor HQ never got,
+        # or refused, stands on a chain nobody checked (a gap the device has not filled,
+        # or value built on a record HQ did not accept).
+        before_status = (select(p.c.status).where(
+            (p.c.device_id == r.c.device_id) & (p.c.seq == r.c.seq - 1)).scalar_subquery())
+        for d, q, status in conn.execute(
+                select(r.c.device_id, r.c.seq, before_status).where(
+                    (r.c.status == "posted") & (r.c.seq > 1)
+                    & ((before_status.is_(None)) | (before_status != "posted")))
+                .order_by(r.c.device_id, r.c.seq).limit(100)):
+            problems.append(
+                f"record {d}#{q} is posted but its predecessor {d}#{q - 1} is missing"
+                if status is None else
+                f"record {d}#{q} is posted but its predecessor {d}#{q - 1} is {status}")
         if signatures:
             problems += _signature_problems(conn)
         figures = {
