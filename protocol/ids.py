@@ -18,6 +18,7 @@ enrolment, the catalogue, the denylist, terminals naming UID credentials) checks
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 #: Characters an id may hold; separators used around ids are never among them.
@@ -59,3 +60,19 @@ def is_product_name(value: object) -> bool:
 def describe(max_len: int = MAX_ID) -> str:
     """The grammar in words, for error messages."""
     return (f"1..{max_len} characters of A-Z a-z 0-9 _ . -, starting with a letter or digit")
+
+
+_CREDENTIAL = re.compile(r"[A-Za-z0-9_-]{1,48}")
+
+
+def credential_card_id(kind: str, credential: str) -> str:
+    """The card id a UID credential (ID card, QR code) goes by in records and on the
+    denylist, the same at every terminal and at HQ.
+
+    ``em4100.0012345678`` or ``qr.<text>``; a credential with characters an id cannot
+    carry, or a dot, goes by a hash of itself (``qr.h.<16 hex>``). The plain form never
+    holds a second dot, so the two forms never meet.
+    """
+    if _CREDENTIAL.fullmatch(credential) and is_id(f"{kind}.{credential}"):
+        return f"{kind}.{credential}"
+    return f"{kind}.h.{hashlib.sha256(credential.encode()).hexdigest()[:16]}"

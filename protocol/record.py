@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from protocol.ids import MAX_ID, describe, is_id
+from protocol.ids import MAX_ID, MAX_PRODUCT, describe, is_id
 from protocol.money import MAX_FEN
 
 MAGIC = b"OC"
@@ -160,12 +160,14 @@ class SignedRecord:
 
 
 def _ident_ok(value: object, min_len: int) -> bool:
-    return (min_len == 0 and value == "") or is_id(value, MAX_ID)
+    if min_len == 0:  # the product: empty, or a product name (at most MAX_PRODUCT)
+        return value == "" or is_id(value, MAX_PRODUCT)
+    return is_id(value, MAX_ID)
 
 
 def _ident(value: str, name: str, *, min_len: int) -> bytes:
     if not _ident_ok(value, min_len):
-        empty = " (or empty)" if min_len == 0 else ""
+        empty = f" (or empty, at most {MAX_PRODUCT})" if min_len == 0 else ""
         raise RecordRejected(Reason.MALFORMED, f"{name} must be {describe()}{empty}")
     return bytes([len(value)]) + value.encode("ascii")
 

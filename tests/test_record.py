@@ -150,7 +150,7 @@ def records(draw):
         device_id=draw(ident), seq=draw(st.integers(1, MAX_SEQ)),
         prev_hash=draw(st.binary(min_size=32, max_size=32)),
         device_time_ms=draw(st.integers(0, 2**62 - 1)), card_id=draw(ident), operation=op,
-        store=draw(ident), product=draw(st.one_of(st.just(""), ident)),
+        store=draw(ident), product=draw(st.one_of(st.just(""), ident.filter(lambda p: len(p) <= 32))),
         purse_before=before, purse_after=after,
         visits_before=draw(st.integers(0, 10**6)), visits_after=draw(st.integers(0, 10**6)),
         cash_fen=draw(st.integers(-10**10, 10**10)), bonus_fen=draw(st.integers(-10**10, 10**10)),
