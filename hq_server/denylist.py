@@ -18,10 +18,10 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from hq_server.schema import denylist_entries
+from protocol.ids import describe, is_id
 from protocol.topics import (
     DENYLIST_DELTA_TOPIC,
     DENYLIST_SNAPSHOT_TOPIC,
-    DEVICE_ID,
     DenylistDelta,
     DenylistEntry,
     DenylistSnapshot,
@@ -79,8 +79,8 @@ def remove_from_denylist(engine: Engine, card_id: str, reason: str, *,
 
 def _change(engine: Engine, card_id: str, action: str, reason: str, source: str,
             effective_at_ms: int | None, quiet: bool) -> DenylistChange | None:
-    if not isinstance(card_id, str) or not DEVICE_ID.match(card_id):
-        raise DenylistError(f"not a card id: {card_id!r}")
+    if not is_id(card_id):
+        raise DenylistError(f"not a card id: {card_id!r} ({describe()})")
     if not reason.strip() or len(reason) > 64:
         raise DenylistError("a denylist change needs a reason of at most 64 characters")
     now = _now_ms()

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from hq_server.schema import devices
-from protocol.topics import DEVICE_ID
+from protocol.ids import describe, is_device_id, is_store_id
 
 
 class RegistryError(ValueError):
@@ -39,10 +39,10 @@ def parse_public_key(hex_key: str) -> Ed25519PublicKey:
 def add_device(engine: Engine, device_id: str, public_key_hex: str, store: str,
                role: str = "gate") -> Device:
     """Register a terminal's public key. Re-registering an id is refused."""
-    if not DEVICE_ID.match(device_id or ""):
-        raise RegistryError(f"not a device id: {device_id!r} (A-Z a-z 0-9 _ . : -, 1..64)")
-    if not DEVICE_ID.match(store or ""):
-        raise RegistryError(f"not a store id: {store!r}")
+    if not is_device_id(device_id):
+        raise RegistryError(f"not a device id: {device_id!r} ({describe()})")
+    if not is_store_id(store):
+        raise RegistryError(f"not a store id: {store!r} ({describe()})")
     key = parse_public_key(public_key_hex)
     with engine.begin() as conn:
         if conn.execute(select(devices.c.device_id).where(devices.c.device_id == device_id)).first():

@@ -40,7 +40,8 @@ from sqlalchemy.engine import Connection, Engine
 from hq_server.devices import RegistryError, parse_public_key
 from hq_server.schema import device_certificates, device_events, devices, enrolment_tokens
 from protocol.enrolment import ROLES, roll_message
-from protocol.topics import DEVICE_ID, ROOT, ack_topic, records_topic
+from protocol.ids import describe, is_device_id, is_store_id
+from protocol.topics import ROOT, ack_topic, records_topic
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ class IssuedToken:
 def create_token(engine: Engine, store: str, role: str, created_by: str,
                  ttl: dt.timedelta = DEFAULT_TOKEN_TTL, now_ms: int | None = None) -> IssuedToken:
     """A one-time enrolment token for a terminal of ``role`` in ``store``."""
-    if not DEVICE_ID.match(store or ""):
-        raise EnrolmentError("bad_request", f"not a store id: {store!r}")
+    if not is_store_id(store):
+        raise EnrolmentError("bad_request", f"not a store id: {store!r} ({describe()})")
     if role not in ROLES:
         raise EnrolmentError("bad_request", f"unknown role {role!r} (one of {', '.join(ROLES)})")
     if not dt.timedelta(minutes=1) <= ttl <= MAX_TOKEN_TTL:
@@ -176,8 +177,12 @@ def _claim_token(conn: Connection, token: str, now_ms: int) -> tuple[str, str]:
 
 
 def _mint_device_id(store: str, role: str) -> str:
+    """``<store>-<role>-<6 hex>``: an id of the grammar whenever the store's id is one."""
     suffix = f"-{role}-{secrets.token_hex(3)}"
-    return store[: 64 - len(suffix)] + suffix
+    device_id = store[: 64 - len(suffix)] + suffix
+    if not is_device_id(device_id):
+        raise EnrolmentError("bad_request", f"store {store!r} cannot name a device")
+    return device_id
 
 
 def _check_request(public_key_hex: str, csr_pem: str) -> bytes:

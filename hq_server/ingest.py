@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -52,6 +52,7 @@ from hq_server.schema import (
     ledger_entries,
     ledger_transactions,
     quarantine,
+    quarantine_budget,
     records,
 )
 from protocol.record import (
@@ -73,6 +74,28 @@ MAX_MISSING_REPORTED = 100
 MAX_ATTEMPTS = 8
 _ADVANCE_WINDOW = 2000
 QUARANTINE_MEMORY = 100_000
+#: The most of one refused message kept as evidence. A genuine record is under 5 KB
+#: (ids, numbers, 4 KB of extra, signature); beyond this nothing can be verified anyway.
+QUARANTINE_WIRE_KEPT = 8192
+
+
+@dataclass(frozen=True)
+class QuarantineLimits:
+    """How much refused evidence HQ keeps per device, so no terminal can fill its disk.
+
+    Over ``max_rows`` or ``max_bytes`` (of stored wire) the device's oldest rows are
+    deleted; over ``max_per_minute`` new rows of the device are not stored. Either way
+    the device's ``quarantine_budget`` row counts what was dropped, which
+    ``ingest_figures`` and ``onecard hq verify-ledger`` show.
+    """
+
+    max_rows: int = 1000
+    max_bytes: int = 4 * 1024 * 1024
+    max_per_minute: int = 120
+
+    def __post_init__(self) -> None:
+        if min(self.max_rows, self.max_bytes, self.max_per_minute) < 1:
+            raise ValueError("quarantine limits must be at least 1")
 
 
 @dataclass
@@ -99,7 +122,7 @@ class Prepared:
 class _Rejected:
     payload: bytes
     error: RecordRejected
-    device_id: str | None = None
+    device_id: str = "unknown"
     seq: int | None = None
 
 
@@ -119,8 +142,10 @@ class Ingest:
     ``cryptography`` releases the GIL, so a second core helps.
     """
 
-    def __init__(self, engine: Engine, *, verify_threads: int = 1) -> None:
+    def __init__(self, engine: Engine, *, verify_threads: int = 1,
+                 quarantine_limits: QuarantineLimits | None = None) -> None:
         self.engine = engine
+        self.quarantine_limits = quarantine_limits or QuarantineLimits()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._known_accounts: set[str] = set()  # exist in the database (never deleted)
         self._created: set[str] = set()
@@ -143,7 +168,8 @@ class Ingest:
 
     def prepare(self, messages: list[tuple[str, bytes]]) -> Prepared:
         """Check signatures and devices (no write): the part that can run beside a commit."""
-        registry = self._load_devices({device_of_topic(t) for t, _ in messages} - {None})
+        registry = self._load_devices({d for t, _ in messages
+                                       if isinstance(t, str) and (d := device_of_topic(t))})
         verified, rejected = self._verify(messages, registry)
         return Prepared(verified, rejected, registry)
 
@@ -197,7 +223,11 @@ class Ingest:
             try:
                 return _verify_one(topic, payload, registry)
             except RecordRejected as exc:
-                return _rejection(payload, exc)
+                return _rejection(payload, exc, topic)
+            except Exception as exc:  # noqa: BLE001 - one message must never sink a batch
+                log.exception("unexpected error checking a message on %r", topic)
+                return _rejection(payload, RecordRejected(
+                    Reason.MALFORMED, f"could not be checked ({type(exc).__name__})"), topic)
 
         if self._pool and len(messages) >= 64:
             size = -(-len(messages) // self._threads)
@@ -234,7 +264,7 @@ class Ingest:
             elif earlier_hash == s.record_hash:
                 result.duplicates += 1
             else:
-                rejected.append(_rejection(s.wire, RecordRejected(
+                rejected.append(_rejected_record(s, RecordRejected(
                     Reason.CONFLICTING_DUPLICATE,
                     f"{key[0]}#{key[1]} was already stored with other content")))
 
@@ -254,7 +284,7 @@ class Ingest:
             except RecordRejected as exc:
                 # Signed by the device but not on its chain: kept as evidence, not posted.
                 # It counts as received so the device is not stuck re-sending it.
-                rejected.append(_rejection(s.wire, exc))
+                rejected.append(_rejected_record(s, exc))
                 status_of[key] = "quarantined"
 
         # Rows go in key order, so concurrent workers lock them in one order (no deadlock).
@@ -277,7 +307,7 @@ class Ingest:
                 if bytes(held) == raced.record_hash:
                     result.duplicates += 1
                 else:
-                    rejected.append(_rejection(raced.wire, RecordRejected(
+                    rejected.append(_rejected_record(raced, RecordRejected(
                         Reason.CONFLICTING_DUPLICATE,
                         f"{key[0]}#{key[1]} was already stored with other content")))
         elif rows:
@@ -296,11 +326,8 @@ class Ingest:
                 continue  # the same bytes again (a device resending what we refused)
             new_rejects.append(r)
             self._quarantined_now.append(digest)
-            log.warning("rejected record from %s#%s: %s", r.device_id or "?", r.seq or "?", r.error)
-        copy_rows(conn, quarantine, [
-            {"device_id": r.device_id, "seq": r.seq, "reason": r.error.reason.name.lower(),
-             "detail": r.error.detail, "wire": bytes(r.payload)[:65536], "received_at_ms": now}
-            for r in new_rejects])
+            log.warning("rejected record from %s#%s: %s", r.device_id, r.seq or "?", r.error)
+        self._quarantine(conn, new_rejects, now)
         if result.cards:
             self._touch_cards(conn, Counter(s.record.card_id for s in to_post))
         # Last, the rows every writer shares (store accounts, device marks): held for
@@ -311,6 +338,58 @@ class Ingest:
         if result.duplicates:
             bump(conn, "duplicates_rejected", result.duplicates)
         return result
+
+    def _quarantine(self, conn: Connection, rejects: list[_Rejected], now: int) -> None:
+        """Keep refused messages as evidence, within each device's quarantine limits."""
+        if not rejects:
+            return
+        limits = self.quarantine_limits
+        per_device: dict[str, list[_Rejected]] = defaultdict(list)
+        for r in rejects:
+            per_device[r.device_id].append(r)
+        rows: list[dict] = []
+        dropped: dict[str, tuple[int, int]] = {}
+        windows: dict[str, tuple[int, int]] = {}
+        budget = quarantine_budget.c
+        for device_id in sorted(per_device):  # one lock order for concurrent workers
+            _ensure_budget_row(conn, device_id)
+            start, used = conn.execute(
+                select(budget.window_start_ms, budget.window_rows)
+                .where(budget.device_id == device_id).with_for_update()).one()
+            if now - start >= 60_000 or now < start:
+                start, used = now, 0
+            room = max(0, limits.max_per_minute - used)
+            keep, over = per_device[device_id][:room], per_device[device_id][room:]
+            windows[device_id] = (start, used + len(keep))
+            dropped[device_id] = (len(over), sum(min(len(r.payload), QUARANTINE_WIRE_KEPT)
+                                                 for r in over))
+            rows += [{"device_id": device_id, "seq": r.seq,
+                      "reason": r.error.reason.name.lower(), "detail": r.error.detail[:1000],
+                      "wire": bytes(r.payload)[:QUARANTINE_WIRE_KEPT], "received_at_ms": now}
+                     for r in keep]
+        copy_rows(conn, quarantine, rows)
+        q = quarantine.c
+        for device_id in sorted(per_device):
+            n, size = dropped[device_id]
+            held = conn.execute(select(q.id, func.length(q.wire)).where(q.device_id == device_id)
+                                .order_by(q.id.desc())).all()
+            count = total = 0
+            old: list[int] = []
+            for row_id, length in held:  # newest first: keep while within both caps
+                count, total = count + 1, total + int(length)
+                if count > limits.max_rows or total > limits.max_bytes:
+                    old.append(row_id)
+                    n, size = n + 1, size + int(length)
+            for part in _chunks(old, 900):
+                conn.execute(delete(quarantine).where(q.id.in_(part)))
+            if n:
+                log.warning("quarantine of %s is over its limits: %d messages (%d bytes) "
+                            "dropped", device_id, n, size)
+            start, used = windows[device_id]
+            conn.execute(update(quarantine_budget).where(budget.device_id == device_id).values(
+                window_start_ms=start, window_rows=used,
+                dropped_rows=budget.dropped_rows + n, dropped_bytes=budget.dropped_bytes + size,
+                **({"last_dropped_at_ms": now} if n else {})))
 
     def _post(self, conn: Connection, signed: list[SignedRecord], registry: dict[str, Device],
               now: int) -> AccountTotals:
@@ -450,12 +529,42 @@ def _verify_one(topic: str, payload: bytes, registry: dict[str, Device]) -> Sign
     return signed
 
 
-def _rejection(payload: bytes, exc: RecordRejected) -> _Rejected:
+def sender_of_topic(topic: object) -> str:
+    """Who sent a message, as its topic says: the device id, or the topic's device
+    level when it is not a valid id (cut to 64 characters), or ``unknown``.
+
+    The broker's ACL binds a device's topics to its own credentials, so the topic names
+    the sender even when the payload cannot be read or claims to be another device's.
+    """
+    if not isinstance(topic, str):
+        return "unknown"
+    device = device_of_topic(topic)
+    if device:
+        return device
+    parts = topic.split("/")
+    return (parts[3][:64] if len(parts) > 3 and parts[3] else "unknown")
+
+
+def _rejection(payload: bytes, exc: RecordRejected, topic: object) -> _Rejected:
+    """A refused message, attributed to the device its topic names (not to the device
+    the payload claims to be: one terminal must not spend another's quarantine)."""
+    payload = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else b""
+    seq = None
     try:
-        rec = decode_wire(payload).record
-        return _Rejected(payload, exc, rec.device_id, rec.seq)
+        seq = decode_wire(payload).record.seq
     except RecordRejected:
-        return _Rejected(payload, exc)
+        pass
+    return _Rejected(payload, exc, sender_of_topic(topic), seq)
+
+
+def _rejected_record(signed: SignedRecord, exc: RecordRejected) -> _Rejected:
+    """A verified record refused later (chain, duplicate): its device sent it."""
+    return _Rejected(signed.wire, exc, signed.record.device_id, signed.record.seq)
+
+
+def _ensure_budget_row(conn: Connection, device_id: str) -> None:
+    ins = dialect_insert(conn)(quarantine_budget).values(device_id=device_id)
+    conn.execute(ins.on_conflict_do_nothing(index_elements=[quarantine_budget.c.device_id]))
 
 
 def _posted_hash(stored: dict, fresh: dict, status_of: dict, key: tuple[str, int]) -> bytes | None:

@@ -31,6 +31,7 @@ from hq_server.schema import (
     ledger_entries,
     ledger_transactions,
     quarantine,
+    quarantine_budget,
     records,
 )
 from protocol.record import RecordRejected, verify_wire
@@ -205,7 +206,8 @@ def check_ledger(engine: Engine, *, signatures: bool = False) -> LedgerCheck:
     no purse, visit or points account is below zero; every posted record has exactly
     its one transaction and every record transaction its posted record; a reversal is
     the exact negation of the transaction it reverses; each device's stored records
-    follow each other on its hash chain. With ``signatures``, every stored record's
+    follow each other on its hash chain, and no posted record's predecessor is missing
+    or quarantined. With ``signatures``, every stored record's
     Ed25519 signature is checked again against its device's registered key (slow: an
     audit that the records table was not edited).
     """
@@ -275,6 +277,20 @@ def check_ledger(engine: Engine, *, signatures: bool = False) -> LedgerCheck:
             .limit(100)).all()
         problems += [f"record {d}#{q} does not follow {d}#{q - 1} on the device's chain"
                      for d, q in unchained]
+        # A posted record vouches for its predecessor; one whose predecessor HQ never got,
+        # or refused, stands on a chain nobody checked (a gap the device has not filled,
+        # or value built on a record HQ did not accept).
+        before_status = (select(p.c.status).where(
+            (p.c.device_id == r.c.device_id) & (p.c.seq == r.c.seq - 1)).scalar_subquery())
+        for d, q, status in conn.execute(
+                select(r.c.device_id, r.c.seq, before_status).where(
+                    (r.c.status == "posted") & (r.c.seq > 1)
+                    & ((before_status.is_(None)) | (before_status != "posted")))
+                .order_by(r.c.device_id, r.c.seq).limit(100)):
+            problems.append(
+                f"record {d}#{q} is posted but its predecessor {d}#{q - 1} is missing"
+                if status is None else
+                f"record {d}#{q} is posted but its predecessor {d}#{q - 1} is {status}")
         if signatures:
             problems += _signature_problems(conn)
         figures = {
@@ -282,6 +298,7 @@ def check_ledger(engine: Engine, *, signatures: bool = False) -> LedgerCheck:
             "entries": conn.execute(select(func.count()).select_from(ledger_entries)).scalar_one(),
             "accounts": len(stored),
             "posted_records": conn.execute(select(func.count()).select_from(records).where(posted)).scalar_one(),
+            "quarantine_dropped": _quarantine_dropped(conn),
         }
     return LedgerCheck(not problems, bad, totals, problems, figures)
 
@@ -390,7 +407,15 @@ def account_balance(engine: Engine, account: str, asset: str) -> int:
     return int(total)
 
 
+def _quarantine_dropped(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(
+        func.sum(quarantine_budget.c.dropped_rows), 0))).scalar_one())
+
+
 def ingest_figures(engine: Engine) -> dict[str, int]:
+    """Counts an operator watches: records stored and posted, quarantined and dropped
+    (``quarantine_dropped``: refused messages not kept because their device was over its
+    quarantine limits), duplicates."""
     with engine.connect() as conn:
         ledgered = conn.execute(select(func.count()).select_from(records)
                                 .where(records.c.status == "posted")).scalar_one()
@@ -398,5 +423,7 @@ def ingest_figures(engine: Engine) -> dict[str, int]:
         quarantined = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
         dup = conn.execute(select(counters.c.value).where(
             counters.c.name == "duplicates_rejected")).scalar()
+        dropped = _quarantine_dropped(conn)
     return {"records_ledgered": int(ledgered), "records_stored": int(stored),
-            "quarantined": int(quarantined), "duplicates_rejected": int(dup or 0)}
+            "quarantined": int(quarantined), "quarantine_dropped": dropped,
+            "duplicates_rejected": int(dup or 0)}

@@ -1,6 +1,9 @@
 """From a verified record to the balanced ledger entries it posts (plain code).
 
-Accounts are named by what they are in the business::
+Accounts are named by what they are in the business, ``<family>:<owner>:<kind>`` and a
+product for per-product accounts; ids never contain ``:`` (:mod:`protocol.ids`), so a
+name is taken apart by splitting it (:func:`parse_account`), and two different accounts
+never share a name::
 
     card:<card>:purse                 stored value on the card (liability, fen)
     card:<card>:visits:<product>      visits owed on the card (liability, visits)
@@ -32,6 +35,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from protocol.ids import is_id, is_product_name
 from protocol.record import Operation, TransactionRecord
 
 CNY = "CNY"
@@ -69,39 +73,67 @@ class AccountRule:
     credit_floor: bool
 
 
-_CARD_RULES = (
-    (":purse", AccountRule("liability", True)),
-    (":points", AccountRule("liability", True)),
-    (":unbacked", AccountRule("asset", False)),
-    (":unbacked_points", AccountRule("asset", False)),
-)
-_STORE_RULES = (
-    (":cash", AccountRule("asset", False)),
-    (":bonus_given", AccountRule("expense", False)),
-    (":points_issued", AccountRule("expense", False)),
-    (":settlement", AccountRule("settlement", False)),
-)
+@dataclass(frozen=True)
+class AccountName:
+    """An account name taken apart: ``<family>:<owner>:<kind>[:<product>]``.
+
+    Ids never contain ``:`` (protocol.ids), so the parts are found by splitting, never
+    by looking at suffixes: a product named ``unbacked`` or a card named like another
+    card's account cannot change what an account is.
+    """
+
+    family: str  # card / store
+    owner: str  # the card id or store id
+    kind: str  # purse, visits, cash, revenue, ... (see the chart below)
+    product: str = ""  # for per-product accounts
+
+    def __str__(self) -> str:
+        return ":".join([self.family, self.owner, self.kind, *([self.product] if self.product
+                                                                else [])])
+
+
+#: The chart of accounts: (family, kind) → (rule, whether the name ends with a product).
+CHART: dict[tuple[str, str], tuple[AccountRule, bool]] = {
+    ("card", "purse"): (AccountRule("liability", True), False),
+    ("card", "points"): (AccountRule("liability", True), False),
+    ("card", "visits"): (AccountRule("liability", True), True),
+    ("card", "unbacked"): (AccountRule("asset", False), False),
+    ("card", "unbacked_points"): (AccountRule("asset", False), False),
+    ("card", "unbacked_visits"): (AccountRule("asset", False), True),
+    ("store", "cash"): (AccountRule("asset", False), False),
+    ("store", "bonus_given"): (AccountRule("expense", False), False),
+    ("store", "points_issued"): (AccountRule("expense", False), False),
+    ("store", "settlement"): (AccountRule("settlement", False), False),
+    ("store", "revenue"): (AccountRule("revenue", False), True),
+    ("store", "visits_sold"): (AccountRule("memo", False), True),
+    ("store", "visits_used"): (AccountRule("memo", False), True),
+}
+
+
+def account_name(family: str, owner: str, kind: str, product: str = "") -> str:
+    """The name of an account; UnknownAccount if the parts do not make one."""
+    name = AccountName(family, owner, kind, product)
+    parse_account(str(name))  # the one place that says what a valid name is
+    return str(name)
+
+
+def parse_account(account: str) -> AccountName:
+    """Take an account name apart; UnknownAccount if it is not in the chart."""
+    parts = account.split(":") if isinstance(account, str) else []
+    if len(parts) in (3, 4):
+        family, owner, kind, *rest = parts
+        entry = CHART.get((family, kind))
+        product = rest[0] if rest else ""
+        product_ok = is_product_name(product) if entry and entry[1] else not rest
+        if entry and is_id(owner) and product_ok:
+            return AccountName(family, owner, kind, product)
+    raise UnknownAccount(f"no such account in the chart of accounts: {account!r}")
 
 
 def account_rule(account: str) -> AccountRule:
-    """The chart of accounts, by name (see the module docstring)."""
-    if account.startswith("card:"):
-        for suffix, rule in _CARD_RULES:
-            if account.endswith(suffix):
-                return rule
-        if ":unbacked_visits:" in account:
-            return AccountRule("asset", False)
-        if ":visits:" in account:
-            return AccountRule("liability", True)
-    elif account.startswith("store:"):
-        for suffix, rule in _STORE_RULES:
-            if account.endswith(suffix):
-                return rule
-        if ":revenue:" in account:
-            return AccountRule("revenue", False)
-        if ":visits_sold:" in account or ":visits_used:" in account:
-            return AccountRule("memo", False)
-    raise UnknownAccount(f"no such account in the chart of accounts: {account!r}")
+    """What an account is, from its parsed name (see the module docstring)."""
+    name = parse_account(account)
+    return CHART[(name.family, name.kind)][0]
 
 
 def postings_for(r: TransactionRecord, available: dict[str, int] | None = None) -> list[Entry]:

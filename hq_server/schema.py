@@ -70,16 +70,33 @@ records = Table(
 )
 Index("ix_records_card", records.c.card_id, records.c.card_counter)
 
+# Refused messages kept as evidence, capped per device (hq_server.ingest.QuarantineLimits):
+# the oldest rows of a device over its cap are deleted, and counted in quarantine_budget.
 quarantine = Table(
     "quarantine",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    # The sender as its topic names it (the broker's ACL ties the topic to the client).
     Column("device_id", String(64)),
     Column("seq", BigInteger),
     Column("reason", String(64), nullable=False),
     Column("detail", Text, nullable=False),
     Column("wire", LargeBinary, nullable=False),
     Column("received_at_ms", BigInteger, nullable=False),
+)
+Index("ix_quarantine_device", quarantine.c.device_id, quarantine.c.id)
+
+# Per device: its quarantine rate window, and what its caps made HQ drop (rows refused
+# over the rate, oldest rows deleted over the count or byte cap).
+quarantine_budget = Table(
+    "quarantine_budget",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("window_start_ms", BigInteger, nullable=False, server_default="0"),
+    Column("window_rows", BigInteger, nullable=False, server_default="0"),
+    Column("dropped_rows", BigInteger, nullable=False, server_default="0"),
+    Column("dropped_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("last_dropped_at_ms", BigInteger),
 )
 
 ledger_transactions = Table(

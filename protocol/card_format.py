@@ -76,7 +76,7 @@ PURSE_MAX = 2**31 - 1
 _HEADER = struct.Struct(">2sBBIHH4s")  # magic, version, card product, chain, issued, expiry
 _STATE = struct.Struct(">IBBHHHHB")  # counter, flags, pass, from, to, last day, minute, nibbles
 _SLOT = struct.Struct(">BH")
-_CARD_ID = re.compile(rb"^[A-Za-z0-9_.:-]{1,16}$")
+_CARD_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$")  # protocol.ids, as bytes
 
 FLAG_BLOCKED = 0x01
 FLAG_ACCOUNT_OPEN = 0x02

@@ -14,7 +14,6 @@ outbox places each record in the device's chain. Every record passes
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,12 +26,12 @@ from protocol.card_format import (
     write_image,
 )
 from protocol.card_state import FORMAT_VERSION, CardState, Refusal, RefusalReason
+from protocol.ids import is_card_id
 from protocol.keys import ChainKeys
 from protocol.money import MAX_FEN
 from protocol.products import Catalogue, add_months, pass_last_day
 from protocol.record import GENESIS_HASH, Flag, Operation, TransactionRecord
 
-_CARD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,16}$")
 _EPOCH_DAY_UNIX = 10957  # 2000-01-01 in days since 1970-01-01
 MAX_COUNTER = 2**32 - 1
 
@@ -159,7 +158,7 @@ def issue(
     cp = catalogue.card_product(card_product)
     if cp is None:
         return _refuse(RefusalReason.UNKNOWN_PRODUCT, f"no card product {card_product!r}")
-    if not isinstance(card_id, str) or not _CARD_ID.match(card_id):
+    if not is_card_id(card_id):
         return _refuse(RefusalReason.NOT_ALLOWED, "card number must be 1..16 of A-Z a-z 0-9 _ . : -")
     today = ctx.today
     expiry = add_months(today, 12 * cp.valid_years) - 1 if cp.valid_years else 0

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.ids import MAX_PRODUCT, describe, is_product_name
 from protocol.money import MAX_FEN
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
 _UNKNOWN = re.compile(r"^product#(\d{1,3})$")
 
 #: Pass lengths as months (month, season, year, three years).
@@ -98,8 +98,8 @@ class Catalogue:
         for p in (*self.card_products, *self.count_products, *self.passes):
             if not isinstance(p.code, int) or not 1 <= p.code <= 255:
                 raise CatalogueError(f"product {p.name!r}: code must be 1..255")
-            if not isinstance(p.name, str) or not _NAME.match(p.name) or _UNKNOWN.match(p.name):
-                raise CatalogueError(f"product name {p.name!r}: 1..32 of A-Z a-z 0-9 _ . : -")
+            if not is_product_name(p.name) or _UNKNOWN.match(p.name):
+                raise CatalogueError(f"product name {p.name!r}: {describe(MAX_PRODUCT)}")
             if p.code in codes:
                 raise CatalogueError(f"code {p.code} used by {codes[p.code]!r} and {p.name!r}")
             if p.name in names:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from protocol.ids import MAX_ID, MAX_PRODUCT, describe, is_id
 from protocol.money import MAX_FEN
 
 MAGIC = b"OC"
@@ -38,10 +38,19 @@ HASH_SIZE = 32
 #: prev_hash of a device's first record (sequence 1).
 GENESIS_HASH = bytes(HASH_SIZE)
 MAX_EXTRA_BYTES = 4096
+#: How deep ``extra`` may nest ({} and [] levels). Checked on the bytes before the JSON
+#: parser runs: a parser recurses per level, and a few thousand levels of a valid-looking
+#: record would otherwise raise RecursionError inside HQ.
+MAX_EXTRA_DEPTH = 16
 MAX_VISITS = 1_000_000
 MAX_POINTS = 10_000_000_000
-
-_IDENT = re.compile(rb"^[A-Za-z0-9_.:-]*$")
+#: The highest sequence number. Both HQ stores keep integers in signed 64 bits (SQLite
+#: INTEGER, PostgreSQL bigint) and ingest computes ``seq + 1``; 2**53 - 1 also stays exact
+#: in JSON readers that use doubles (acks, the dashboard). A device making a thousand
+#: records a second needs 285,000 years to reach it.
+MAX_SEQ = 2**53 - 1
+#: Device clocks, in ms since the epoch, below 2**62: room for the arithmetic on them.
+MAX_DEVICE_TIME_MS = 2**62 - 1
 
 
 class Operation(enum.IntEnum):
@@ -150,14 +159,17 @@ class SignedRecord:
 # --- encoding ---------------------------------------------------------------------
 
 
-def _ident(value: str, name: str, *, min_len: int, max_len: int = 64) -> bytes:
-    raw = value.encode("ascii", errors="strict") if value.isascii() else b"\xff"
-    if not (min_len <= len(raw) <= max_len) or not _IDENT.match(raw):
-        raise RecordRejected(
-            Reason.MALFORMED,
-            f"{name} must be {min_len}..{max_len} characters of A-Z a-z 0-9 _ . : -",
-        )
-    return bytes([len(raw)]) + raw
+def _ident_ok(value: object, min_len: int) -> bool:
+    if min_len == 0:  # the product: empty, or a product name (at most MAX_PRODUCT)
+        return value == "" or is_id(value, MAX_PRODUCT)
+    return is_id(value, MAX_ID)
+
+
+def _ident(value: str, name: str, *, min_len: int) -> bytes:
+    if not _ident_ok(value, min_len):
+        empty = f" (or empty, at most {MAX_PRODUCT})" if min_len == 0 else ""
+        raise RecordRejected(Reason.MALFORMED, f"{name} must be {describe()}{empty}")
+    return bytes([len(value)]) + value.encode("ascii")
 
 
 def _text(value: str, name: str, *, max_len: int = 64) -> bytes:
@@ -186,10 +198,11 @@ def _check_ranges(r: TransactionRecord) -> None:
     for name, value in ints.items():
         need(isinstance(value, int) and not isinstance(value, bool), Reason.MALFORMED,
              f"{name} must be an integer")
-    need(1 <= r.seq < 2**63, Reason.MALFORMED, "seq must be at least 1")
+    need(1 <= r.seq <= MAX_SEQ, Reason.MALFORMED, f"seq must be 1..{MAX_SEQ}")
     need(isinstance(r.prev_hash, bytes) and len(r.prev_hash) == HASH_SIZE, Reason.MALFORMED,
          "prev_hash must be 32 bytes")
-    need(0 <= r.device_time_ms < 2**62, Reason.MALFORMED, "device time out of range")
+    need(0 <= r.device_time_ms <= MAX_DEVICE_TIME_MS, Reason.MALFORMED,
+         "device time out of range")
     for name in ("purse_before", "purse_after"):
         need(0 <= ints[name] <= MAX_FEN, Reason.IMPOSSIBLE_AMOUNT,
              f"{name}={ints[name]} fen is outside 0..{MAX_FEN}")
@@ -213,9 +226,14 @@ def encode_body(r: TransactionRecord) -> bytes:
         op = Operation(r.operation)
     except ValueError:
         raise RecordRejected(Reason.MALFORMED, f"unknown operation {r.operation!r}") from None
-    extra = canonical_json(r.extra) if r.extra else b""
+    try:
+        extra = canonical_json(r.extra) if r.extra else b""
+    except (TypeError, ValueError, RecursionError):
+        raise RecordRejected(Reason.MALFORMED, "extra is not a JSON object") from None
     if len(extra) > MAX_EXTRA_BYTES:
         raise RecordRejected(Reason.MALFORMED, f"extra is over {MAX_EXTRA_BYTES} bytes")
+    if extra_depth(extra) > MAX_EXTRA_DEPTH:
+        raise RecordRejected(Reason.MALFORMED, f"extra nests deeper than {MAX_EXTRA_DEPTH} levels")
     return b"".join(
         [
             MAGIC,
@@ -260,15 +278,59 @@ class _Reader:
     def short(self, name: str) -> bytes:
         return self.take(self.take(1, name)[0], name)
 
-    def ident(self, name: str) -> str:
+    def ident(self, name: str, *, min_len: int = 1) -> str:
         raw = self.short(name)
-        if not _IDENT.match(raw):
-            raise RecordRejected(Reason.MALFORMED, f"{name} has characters outside A-Z a-z 0-9 _ . : -")
-        return raw.decode("ascii")
+        value = raw.decode("ascii") if raw.isascii() else "\x00"
+        if not _ident_ok(value, min_len):
+            raise RecordRejected(Reason.MALFORMED, f"{name} must be {describe()}")
+        return value
+
+
+def extra_depth(raw: bytes) -> int:
+    """How deep the JSON in ``raw`` nests, counted on the bytes (strings skipped).
+
+    Linear and without recursion, so it can run on hostile input before a parser does.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise RecordRejected(Reason.MALFORMED, f"extra holds {name}, which JSON does not have")
 
 
 def decode_body(body: bytes) -> TransactionRecord:
-    """Decode canonical bytes into a record; raise RecordRejected with the reason."""
+    """Decode canonical bytes into a record; raise RecordRejected with the reason.
+
+    Total: whatever the bytes, the outcome is a record or RecordRejected (an unexpected
+    error inside is reported as a malformed record, never raised as itself).
+    """
+    try:
+        return _decode_body(body)
+    except RecordRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile bytes must never escape as a crash
+        raise RecordRejected(Reason.MALFORMED,
+                             f"undecodable record ({type(exc).__name__})") from None
+
+
+def _decode_body(body: bytes) -> TransactionRecord:
     if not isinstance(body, (bytes, bytearray)):
         raise RecordRejected(Reason.MALFORMED, "record must be bytes")
     body = bytes(body)
@@ -288,7 +350,7 @@ def decode_body(body: bytes) -> TransactionRecord:
         operation = Operation(op_code)
     except ValueError:
         raise RecordRejected(Reason.MALFORMED, f"unknown operation code {op_code}") from None
-    product = rd.ident("product")
+    product = rd.ident("product", min_len=0)
     numbers = _NUMBERS.unpack(rd.take(_NUMBERS.size, "amounts"))
     store = rd.ident("store")
     try:
@@ -296,13 +358,18 @@ def decode_body(body: bytes) -> TransactionRecord:
     except UnicodeDecodeError:
         raise RecordRejected(Reason.MALFORMED, "operator is not UTF-8") from None
     (extra_len,) = struct.unpack(">H", rd.take(2, "extra length"))
+    if extra_len > MAX_EXTRA_BYTES:
+        raise RecordRejected(Reason.MALFORMED, f"extra is over {MAX_EXTRA_BYTES} bytes")
     extra_raw = rd.take(extra_len, "extra")
     if rd.pos != len(body):
         raise RecordRejected(Reason.MALFORMED, f"{len(body) - rd.pos} unexpected trailing bytes")
     extra: dict[str, Any] = {}
     if extra_raw:
+        if extra_depth(extra_raw) > MAX_EXTRA_DEPTH:
+            raise RecordRejected(Reason.MALFORMED,
+                                 f"extra nests deeper than {MAX_EXTRA_DEPTH} levels")
         try:
-            extra = json.loads(extra_raw.decode("utf-8"))
+            extra = json.loads(extra_raw.decode("utf-8"), parse_constant=_refuse_constant)
         except (UnicodeDecodeError, ValueError):
             raise RecordRejected(Reason.MALFORMED, "extra is not JSON") from None
         if not isinstance(extra, dict) or not extra:
@@ -325,11 +392,6 @@ def _check_canonical(record: TransactionRecord, extra_raw: bytes) -> None:
     Cheaper than encoding again on the ingest hot path; the property tests check that a
     record passing here re-encodes to exactly the bytes it came from.
     """
-    for name, value, min_len in (("device_id", record.device_id, 1),
-                                 ("card_id", record.card_id, 1),
-                                 ("product", record.product, 0), ("store", record.store, 1)):
-        if not min_len <= len(value) <= 64:
-            raise RecordRejected(Reason.MALFORMED, f"{name} must be {min_len}..64 characters")
     if len(record.operator.encode()) > 64 or any(ch in record.operator for ch in "\x00\r\n"):
         raise RecordRejected(Reason.MALFORMED, "operator must be at most 64 UTF-8 bytes")
     _check_ranges(record)

@@ -17,9 +17,7 @@ can see the risk it carried. A credential on the denylist is refused online and 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import secrets
 import threading
 import time
@@ -27,25 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocol.fleet import UidAuthRequest, UidAuthResponse
+from protocol.ids import credential_card_id
 from protocol.terminal_config import RiskCaps
 from terminal_fw.local_store import LocalStore
 
 log = logging.getLogger(__name__)
-
-_CARD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,60}$")
-
-
-def credential_card_id(kind: str, credential: str) -> str:
-    """The card id a UID credential goes by in records and on the denylist.
-
-    ``em4100:0012345678`` or ``qr:<text>``; a QR text with characters a record cannot
-    carry goes by a hash of itself (``qr#<16 hex>``), the same at every terminal.
-    """
-    candidate = f"{kind}:{credential}"
-    if _CARD_ID.match(candidate) and len(candidate) <= 64:
-        return candidate
-    return f"{kind}#{hashlib.sha256(credential.encode()).hexdigest()[:16]}"
-
 
 @dataclass(frozen=True)
 class UidDecision:

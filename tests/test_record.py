@@ -9,8 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol.ids import ID_PATTERN
 from protocol.record import (
     GENESIS_HASH,
+    MAX_SEQ,
     Operation,
     Reason,
     RecordRejected,
@@ -116,10 +118,19 @@ def test_inconsistent_records_are_refused(kw):
     assert info.value.reason is Reason.IMPOSSIBLE_AMOUNT
 
 
+def nest(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize("kw", [
     dict(device_id="gate 01"), dict(device_id=""), dict(card_id="M'; DROP TABLE records;--"),
     dict(store="x" * 65), dict(operator="a\nb"), dict(flags=0x8000), dict(seq=0),
-    dict(prev_hash=b"short"),
+    dict(prev_hash=b"short"), dict(card_id="K1:visits:q"), dict(product="swim:unbacked"),
+    dict(store="S1#2"), dict(device_id="-gate"), dict(seq=MAX_SEQ + 1), dict(seq=2**63 - 1),
+    dict(extra={"a": nest(20)}),
 ])
 def test_malformed_fields(kw):
     with pytest.raises(RecordRejected) as info:
@@ -127,8 +138,7 @@ def test_malformed_fields(kw):
     assert info.value.reason is Reason.MALFORMED
 
 
-ident = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-",
-                min_size=1, max_size=64)
+ident = st.from_regex(ID_PATTERN, fullmatch=True)
 
 
 @st.composite
@@ -137,10 +147,10 @@ def records(draw):
     before = draw(st.integers(0, 10**10))
     after = draw(st.integers(0, 10**10))
     return TransactionRecord(
-        device_id=draw(ident), seq=draw(st.integers(1, 2**63 - 1)),
+        device_id=draw(ident), seq=draw(st.integers(1, MAX_SEQ)),
         prev_hash=draw(st.binary(min_size=32, max_size=32)),
         device_time_ms=draw(st.integers(0, 2**62 - 1)), card_id=draw(ident), operation=op,
-        store=draw(ident), product=draw(st.one_of(st.just(""), ident)),
+        store=draw(ident), product=draw(st.one_of(st.just(""), ident.filter(lambda p: len(p) <= 32))),
         purse_before=before, purse_after=after,
         visits_before=draw(st.integers(0, 10**6)), visits_after=draw(st.integers(0, 10**6)),
         cash_fen=draw(st.integers(-10**10, 10**10)), bonus_fen=draw(st.integers(-10**10, 10**10)),

@@ -77,7 +77,7 @@ def test_uid_credentials_offline_are_capped_per_credential_per_terminal_and_by_a
     # a credential on the denylist is refused offline too
     from protocol.topics import DenylistEntry, DenylistSnapshot
 
-    rt.denylist.apply_snapshot(DenylistSnapshot(1, (DenylistEntry("em4100:0000000009", "", 0),)))
+    rt.denylist.apply_snapshot(DenylistSnapshot(1, (DenylistEntry("em4100.0000000009", "", 0),)))
     ok, reason, _ = rt.uid_use("em4100", "0000000009", 100)
     assert not ok and "denylist" in reason
 
@@ -226,7 +226,7 @@ def test_the_gate_reads_id_cards_and_qr_codes_from_serial_readers(tmp_path):
         wait_for(lambda: any(e["event"] == "gate_open" for e in events), 10, "ID card entry")
         scanner.scan("TICKET-0001")
         wait_for(lambda: sum(e["event"] == "gate_open" for e in events) == 2, 10, "QR entry")
-        assert sorted(r.card_id for r in records(rt)) == ["em4100:1A2B3C4D5E", "qr:TICKET-0001"]
+        assert sorted(r.card_id for r in records(rt)) == ["em4100.1A2B3C4D5E", "qr.TICKET-0001"]
 
 
 def test_the_shipped_settings_file_and_the_documented_config_parse():

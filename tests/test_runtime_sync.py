@@ -158,7 +158,7 @@ def test_uid_credentials_are_authorised_online_and_fall_back_to_the_caps(world):
         assert last(events)["event"] == "gate_open" and last(events)["flags"] == 0
     rt.role.on_uid("em4100", "0099999999")
     assert last(events) == {"event": "refused", "direction": "entry", "reason": "unknown ID card",
-                          "card": "em4100:0099999999"}
+                          "card": "em4100.0099999999"}
     [request_device, request] = hq.uid_requests[0]
     assert request_device == "gate-01" and request.amount_fen == 3000
     approved = [s.record for s in rt.outbox.records()]

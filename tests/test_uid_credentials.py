@@ -126,7 +126,7 @@ def test_running_hq_answers_a_device_through_the_broker(tmp_path):
     try:
         add_credential(fleet.engine, "em4100", "0012345678", "M00042", max_amount_fen=200)
         add_credential(fleet.engine, "qr", "LOST-1", "M00043")
-        add_to_denylist(fleet.engine, "qr:LOST-1", "reported lost")
+        add_to_denylist(fleet.engine, "qr.LOST-1", "reported lost")
         password = secrets.token_urlsafe(12)
         fleet.broker.add_user("gate-01", password)
         fleet.broker.reload()
