@@ -19,6 +19,10 @@ Accounts are named by what they are in the business::
     store:<store>:settlement          what the store owes (credit) or is owed (debit)
                                       by other stores, from settlement runs (fen)
 
+    suspense:<device>:card[:<asset>]  what a record that broke a business rule said the
+    suspense:<device>:store[:<asset>] card (resp. the store) gained or gave; never part of
+                                      a card's or a store's balance (see record_rules)
+
 Purse, visits and points accounts never go below zero (the database refuses it); see
 :func:`postings_for` for where a shortfall goes instead.
 
@@ -85,6 +89,8 @@ _STORE_RULES = (
 
 def account_rule(account: str) -> AccountRule:
     """The chart of accounts, by name (see the module docstring)."""
+    if account.startswith("suspense:"):
+        return AccountRule("suspense", False)
     if account.startswith("card:"):
         for suffix, rule in _CARD_RULES:
             if account.endswith(suffix):
@@ -119,6 +125,27 @@ def postings_for(r: TransactionRecord, available: dict[str, int] | None = None) 
         lines = _within_floors(r.card_id, lines, available)
     check_balanced(lines)
     return lines
+
+
+def suspense_postings(r: TransactionRecord) -> list[Entry]:
+    """The entries of a record that broke a business rule: what it claims, held apart.
+
+    Every line the record would post to the card goes to ``suspense:<device>:card`` and
+    every line to a store goes to ``suspense:<device>:store`` (per asset), so the ledger
+    keeps the claim, balanced, while no card or store balance moves."""
+    lines: dict[tuple[str, str], int] = defaultdict(int)
+    for e in _raw_postings(r):
+        side = "card" if e.account.startswith("card:") else "store"
+        lines[(suspense_account(r.device_id, side, e.asset), e.asset)] += e.amount
+    out = [Entry(account, asset, amount) for (account, asset), amount in lines.items() if amount]
+    check_balanced(out)
+    return out
+
+
+def suspense_account(device_id: str, side: str, asset: str) -> str:
+    """Where a rule-breaking record's claim for the card or the store is kept."""
+    base = f"suspense:{device_id}:{side}"
+    return base if asset == CNY else f"{base}:{asset}"
 
 
 def unbacked_account(card_id: str, asset: str) -> str:
