@@ -536,29 +536,28 @@ class _Judge:
 
 
 def _add_card_spend(conn: Connection, deltas: dict[str, list[int]]) -> None:
-    """Add to the cards' debit and refund totals (one statement; the table's check makes
-    a concurrent refund past the debits fail, and its batch is retried)."""
+    """Add to the cards' debit and refund totals: rows made first, then one update, so
+    the table's check sees the sums (a concurrent refund past the debits fails, and its
+    batch is retried)."""
     cards = list(deltas)
+    params = {"c": cards, "d": [deltas[c][0] for c in cards], "r": [deltas[c][1] for c in cards]}
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            "INSERT INTO card_spend (card_id, debited_fen, refunded_fen) "
-            "SELECT * FROM unnest(%(c)s::text[], %(d)s::bigint[], %(r)s::bigint[]) "
-            "ON CONFLICT (card_id) DO UPDATE SET "
-            "debited_fen = card_spend.debited_fen + excluded.debited_fen, "
-            "refunded_fen = card_spend.refunded_fen + excluded.refunded_fen",
-            {"c": cards, "d": [deltas[c][0] for c in cards], "r": [deltas[c][1] for c in cards]})
+            "INSERT INTO card_spend (card_id) SELECT * FROM unnest(%(c)s::text[]) "
+            "ON CONFLICT (card_id) DO NOTHING", params)
+        conn.exec_driver_sql(
+            "UPDATE card_spend SET debited_fen = card_spend.debited_fen + d.debited, "
+            "refunded_fen = card_spend.refunded_fen + d.refunded "
+            "FROM unnest(%(c)s::text[], %(d)s::bigint[], %(r)s::bigint[]) "
+            "AS d(card_id, debited, refunded) WHERE card_spend.card_id = d.card_id", params)
         return
-
-    def make():
-        ins = dialect_insert(conn)(card_spend).values(
-            card_id=bindparam("card_id"), debited_fen=bindparam("debited_fen"),
-            refunded_fen=bindparam("refunded_fen"))
-        return ins.on_conflict_do_update(index_elements=[card_spend.c.card_id], set_={
-            "debited_fen": card_spend.c.debited_fen + ins.excluded.debited_fen,
-            "refunded_fen": card_spend.c.refunded_fen + ins.excluded.refunded_fen})
-
-    bulk_execute(conn, "card_spend", make, [
-        {"card_id": c, "debited_fen": d, "refunded_fen": f} for c, (d, f) in deltas.items()])
+    bulk_execute(conn, "card_spend_row", lambda: dialect_insert(conn)(card_spend).values(
+        card_id=bindparam("card_id")).on_conflict_do_nothing(), [{"card_id": c} for c in cards])
+    bulk_execute(conn, "card_spend_add", lambda: update(card_spend).where(
+        card_spend.c.card_id == bindparam("card")).values(
+        debited_fen=card_spend.c.debited_fen + bindparam("debited"),
+        refunded_fen=card_spend.c.refunded_fen + bindparam("refunded")),
+        [{"card": c, "debited": d, "refunded": f} for c, (d, f) in deltas.items()])
 
 
 _RECORD_COLUMNS = ("device_id", "seq", "record_hash", "prev_hash", "wire", "card_id",

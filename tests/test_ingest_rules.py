@@ -18,7 +18,7 @@ from hq_server.postings import CNY, POINTS, visit_asset
 from hq_server.reconciliation import open_anomalies, reconcile_due
 from hq_server.record_rules import release_device
 from hq_server.schema import devices, records
-from protocol.products import BonusTier, Catalogue, CardProduct, CountProduct, PassProduct
+from protocol.products import BonusTier, CardProduct, Catalogue, CountProduct, PassProduct
 from protocol.record import Operation
 from tests.hq_records import STORES, Card, Till, add_visits, debit, recharge, store_engine
 
@@ -208,3 +208,39 @@ def test_unexplained_value_on_a_card_shows_up_in_reconciliation(engine):
         assert conn.execute(select(records.c.status).where(
             records.c.device_id == "pos-01")).scalar_one() == "posted"
     assert check_ledger(engine).balanced
+
+
+def test_catalogue_and_rules_from_the_command_line(sqlite_url, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from hq_server.schema import open_engine
+    from onecard.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, list(args))
+
+    db = ["--db", sqlite_url]
+    assert "no catalogue" in run("hq", "catalogue", "show", *db).output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"count_products": [{"code": 0, "name": "x", "price_fen": 1, "visits": 1}]}')
+    refused = run("hq", "catalogue", "set", *db, str(bad))
+    assert refused.exit_code == 1 and "code must be 1..255" in refused.output
+    good = tmp_path / "catalogue.json"
+    good.write_text(json.dumps({"catalogue": CATALOGUE.to_dict()}))
+    stored = run("hq", "catalogue", "set", *db, str(good), "--effective", "0")
+    assert stored.exit_code == 0, stored.output
+    assert "swim: 10 visits for 30000 fen" in run("hq", "catalogue", "show", *db).output
+
+    engine = open_engine(sqlite_url)
+    gate = Till("gate-01", "store-a").register(engine, role="gate")
+    ingest_all(engine, [gate.message(recharge(gate, Card("M1"), 10_000))])
+    listed = run("hq", "rules", "breaks", *db)
+    assert "gate-01#1" in listed.output and "operation_not_for_role" in listed.output
+    assert "held devices: gate-01" in listed.output
+    released = run("hq", "rules", "release", *db, "gate-01", "--operator", "alice",
+                   "--reason", "checked")
+    assert released.exit_code == 0 and "released" in released.output
+    assert run("hq", "rules", "release", *db, "gate-01", "--operator", "alice",
+               "--reason", "again").exit_code == 1
