@@ -43,6 +43,7 @@ from protocol.fleet import (
     time_response_topic,
     uid_response_topic,
 )
+from protocol.ids import credential_card_id
 from protocol.terminal_config import parse_config
 from protocol.topics import (
     DenylistDelta,
@@ -163,7 +164,7 @@ class FleetService:
             return
         assert device_id is not None
         self.uid_requests.append((device_id, request))
-        card_id = f"{request.kind}:{request.credential}"
+        card_id = credential_card_id(request.kind, request.credential)
         if self.denylisted(card_id):
             answer = UidAuthResponse(request.request_id, False, "credential on the denylist (reported lost)")
         else:

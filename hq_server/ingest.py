@@ -19,6 +19,7 @@ record), which is what lets one worker keep up with the broker.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -33,6 +34,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from hq_server.catalogue import CatalogueHistory, catalogue_history, latest_version
 from hq_server.devices import Device, parse_public_key
 from hq_server.ledger import (
     AccountTotals,
@@ -43,10 +45,23 @@ from hq_server.ledger import (
     create_accounts,
     dialect_insert,
 )
-from hq_server.postings import Entry, postings_for, txn_id
+from hq_server.postings import Entry, postings_for, suspense_postings, txn_id
+from hq_server.record_rules import (
+    BrokenRule,
+    CardFacts,
+    DeviceFacts,
+    RulesConfig,
+    check_record,
+    debit_value,
+    note_accepted,
+    refund_value,
+)
 from hq_server.schema import (
+    anomalies,
     card_reconciliation,
+    card_spend,
     counters,
+    device_events,
     devices,
     ledger_accounts,
     ledger_entries,
@@ -54,8 +69,10 @@ from hq_server.schema import (
     quarantine,
     quarantine_budget,
     records,
+    rule_breaks,
 )
 from protocol.record import (
+    Operation,
     Reason,
     RecordRejected,
     SignedRecord,
@@ -143,9 +160,14 @@ class Ingest:
     """
 
     def __init__(self, engine: Engine, *, verify_threads: int = 1,
-                 quarantine_limits: QuarantineLimits | None = None) -> None:
+                 quarantine_limits: QuarantineLimits | None = None,
+                 rules: RulesConfig | None = None) -> None:
         self.engine = engine
         self.quarantine_limits = quarantine_limits or QuarantineLimits()
+        self.rules = rules or RulesConfig()
+        self._catalogues = CatalogueHistory([])
+        self._unpriced_warned = False
+        self._to_hold: set[str] = set()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._known_accounts: set[str] = set()  # exist in the database (never deleted)
         self._created: set[str] = set()
@@ -185,6 +207,7 @@ class Ingest:
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
                     self._created: set[str] = set()
                     self._quarantined_now: list[bytes] = []
+                    self._to_hold = set()
                     result = self._apply(conn, verified, rejected, registry)
                     conn.commit()
                 self._known_accounts |= self._created
@@ -335,6 +358,9 @@ class Ingest:
         add_to_accounts(conn, totals)
         for device_id in sorted(touched):
             result.acks[device_id] = advance(conn, device_id)
+        if self._to_hold:
+            # After advance: the device rows are locked already, in one order.
+            self._hold_devices(conn, sorted(self._to_hold), now)
         if result.duplicates:
             bump(conn, "duplicates_rejected", result.duplicates)
         return result
@@ -419,14 +445,23 @@ class Ingest:
         txns: list[dict] = []
         entry_rows: list[dict] = []
         all_entries: list[Entry] = []
+        judge = self._judge(conn, signed, registry, now)
         for s in ordered:
             r = s.record
             tid = txn_id(r.device_id, r.seq)
-            entries: list[Entry] = postings_for(r, available)
+            broken = judge.check(r, available)
+            if broken:
+                # Stored and acknowledged (signed evidence), but its value goes to
+                # suspense, never into the card's or the store's balance.
+                entries: list[Entry] = suspense_postings(r)
+                memo = "suspense: " + ", ".join(sorted({b.rule for b in broken}))
+            else:
+                entries = postings_for(r, available)
+                memo = None
             txns.append({"txn_id": tid, "device_id": r.device_id, "seq": r.seq,
                          "kind": r.operation.name.lower(), "store": r.store,
                          "card_id": r.card_id, "posted_at_ms": now, "reverses": None,
-                         "memo": None})
+                         "memo": memo})
             all_entries.extend(entries)
             entry_rows.extend({"txn_id": tid, "account": e.account, "asset": e.asset,
                                "amount": e.amount} for e in entries)
@@ -435,7 +470,49 @@ class Ingest:
         txns.sort(key=lambda row: row["txn_id"])
         copy_rows(conn, ledger_transactions, txns)
         copy_rows(conn, ledger_entries, entry_rows)
+        judge.store(conn)
+        self._to_hold |= judge.devices_with_breaks
         return totals
+
+    # --- business rules (hq_server.record_rules) ------------------------------------------
+
+    def _judge(self, conn: Connection, signed: list[SignedRecord], registry: dict[str, Device],
+               now: int) -> _Judge:
+        """The rules' view of this batch: catalogue in force, the cards' refund history."""
+        version = latest_version(conn)
+        if version != self._catalogues.latest_version:
+            self._catalogues = catalogue_history(conn)
+        refund_cards = sorted({s.record.card_id for s in signed
+                               if s.record.operation == Operation.REFUND})
+        spend: dict[str, tuple[int, int]] = {}
+        for chunk in _chunks(refund_cards, 900):
+            for card, debited, refunded in conn.execute(select(
+                    card_spend.c.card_id, card_spend.c.debited_fen, card_spend.c.refunded_fen)
+                    .where(card_spend.c.card_id.in_(chunk))):
+                spend[card] = (int(debited), int(refunded))
+        return _Judge(self, registry, spend, now)
+
+    def _hold_devices(self, conn: Connection, device_ids: list[str], now: int) -> None:
+        """Hold devices whose unreviewed rule breaks reached the configured count."""
+        threshold = self.rules.hold_device_after
+        if threshold is None:
+            return
+        for device_id in device_ids:
+            broken = conn.execute(select(func.count(func.distinct(rule_breaks.c.seq))).where(
+                (rule_breaks.c.device_id == device_id)
+                & rule_breaks.c.reviewed_at_ms.is_(None))).scalar_one()
+            if broken < threshold:
+                continue
+            held = conn.execute(update(devices).where(
+                (devices.c.device_id == device_id) & (devices.c.status == "active"))
+                .values(status="held")).rowcount
+            if held:
+                conn.execute(insert(device_events).values(
+                    device_id=device_id, event="held", actor="ingest:rules",
+                    detail=f"{broken} record(s) broke business rules; release with "
+                           f"'onecard hq rules release {device_id}'", at_ms=now))
+                log.warning("device %s held: %d record(s) broke business rules",
+                            device_id, broken)
 
     def _touch_cards(self, conn: Connection, per_card: Counter[str]) -> None:
         cards = sorted(per_card)
@@ -457,6 +534,109 @@ class Ingest:
 
         bulk_execute(conn, "card_touch", make,
                      [{"card_id": c, "touched": n} for c, n in sorted(per_card.items())])
+
+
+class _Judge:
+    """Applies :func:`check_record` to one batch, in the cards' order, and stores what
+    it found: rule breaks, anomalies, the cards' debit and refund totals."""
+
+    def __init__(self, ingest: Ingest, registry: dict[str, Device],
+                 spend: dict[str, tuple[int, int]], now: int) -> None:
+        self.ingest = ingest
+        self.registry = registry
+        self.now = now
+        self.cards: dict[str, CardFacts] = {}
+        self._spend = spend
+        self.deltas: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.breaks: list[tuple[TransactionRecord, list[BrokenRule]]] = []
+        self.unpriced = 0
+        self.devices_with_breaks: set[str] = set()
+
+    def check(self, r: TransactionRecord, available: dict[str, int]) -> list[BrokenRule]:
+        device = self.registry[r.device_id]
+        card = self.cards.get(r.card_id)
+        if card is None:
+            debited, refunded = self._spend.get(r.card_id, (0, 0))
+            card = self.cards[r.card_id] = CardFacts(debited, refunded)
+        card.purse_held_fen = available.get(f"card:{r.card_id}:purse", 0)
+        catalogue = self.ingest._catalogues.in_force(r.device_time_ms)
+        broken = check_record(r, DeviceFacts(device.device_id, device.role, device.store), card,
+                              catalogue, self.ingest.rules)
+        if broken:
+            self.breaks.append((r, broken))
+            self.devices_with_breaks.add(r.device_id)
+            return broken
+        note_accepted(r, card)
+        if r.operation == Operation.DEBIT:
+            self.deltas[r.card_id][0] += max(debit_value(r), 0)
+        elif r.operation == Operation.REFUND:
+            self.deltas[r.card_id][1] += refund_value(r)
+        if catalogue is None and (r.operation in (Operation.ADD_VISITS, Operation.SELL_PASS)
+                                  or r.bonus_fen):
+            self.unpriced += 1
+        return broken
+
+    def store(self, conn: Connection) -> None:
+        if self.breaks:
+            copy_rows(conn, rule_breaks, [
+                {"device_id": r.device_id, "seq": r.seq, "card_id": r.card_id, "rule": rule,
+                 "reason": "; ".join(b.reason for b in broken if b.rule == rule),
+                 "detected_at_ms": self.now}
+                for r, broken in self.breaks for rule in sorted({b.rule for b in broken})])
+            copy_rows(conn, anomalies, [self._anomaly(r, broken) for r, broken in self.breaks])
+            for r, broken in self.breaks:
+                log.warning("record %s#%s broke business rules (value to suspense): %s",
+                            r.device_id, r.seq, "; ".join(f"{b.rule}: {b.reason}" for b in broken))
+        deltas = {c: d for c, d in sorted(self.deltas.items()) if any(d)}
+        if deltas:
+            _add_card_spend(conn, deltas)
+        if self.unpriced:
+            bump(conn, "records_unpriced", self.unpriced)
+            if not self.ingest._unpriced_warned:
+                self.ingest._unpriced_warned = True
+                log.warning("HQ holds no catalogue: prices and bonus tiers of records are not "
+                            "checked (load one with 'onecard hq catalogue set FILE')")
+
+    def _anomaly(self, r: TransactionRecord, broken: list[BrokenRule]) -> dict:
+        from hq_server.reconciliation import CardEvent
+
+        device = self.registry[r.device_id]
+        rules = sorted({b.rule for b in broken})
+        evidence = {"device": r.device_id, "role": device.role, "registered_store": device.store,
+                    "rules": rules, "reasons": {b.rule: b.reason for b in broken},
+                    "record": CardEvent.of(r).evidence(),
+                    "suspense": f"suspense:{r.device_id}"}
+        return {"anomaly_key": f"rule_broken:{r.device_id}#{r.seq}", "card_id": r.card_id,
+                "kind": "rule_broken", "severity": "high", "status": "open",
+                "summary": f"{r.device_id} ({device.role}, {device.store}) broke "
+                           f"{', '.join(rules)}: {broken[0].reason}; value held in suspense",
+                "evidence": json.dumps(evidence, sort_keys=True, ensure_ascii=False),
+                "detected_at_ms": self.now}
+
+
+def _add_card_spend(conn: Connection, deltas: dict[str, list[int]]) -> None:
+    """Add to the cards' debit and refund totals: rows made first, then one update, so
+    the table's check sees the sums (a concurrent refund past the debits fails, and its
+    batch is retried)."""
+    cards = list(deltas)
+    params = {"c": cards, "d": [deltas[c][0] for c in cards], "r": [deltas[c][1] for c in cards]}
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "INSERT INTO card_spend (card_id) SELECT * FROM unnest(%(c)s::text[]) "
+            "ON CONFLICT (card_id) DO NOTHING", params)
+        conn.exec_driver_sql(
+            "UPDATE card_spend SET debited_fen = card_spend.debited_fen + d.debited, "
+            "refunded_fen = card_spend.refunded_fen + d.refunded "
+            "FROM unnest(%(c)s::text[], %(d)s::bigint[], %(r)s::bigint[]) "
+            "AS d(card_id, debited, refunded) WHERE card_spend.card_id = d.card_id", params)
+        return
+    bulk_execute(conn, "card_spend_row", lambda: dialect_insert(conn)(card_spend).values(
+        card_id=bindparam("card_id")).on_conflict_do_nothing(), [{"card_id": c} for c in cards])
+    bulk_execute(conn, "card_spend_add", lambda: update(card_spend).where(
+        card_spend.c.card_id == bindparam("card")).values(
+        debited_fen=card_spend.c.debited_fen + bindparam("debited"),
+        refunded_fen=card_spend.c.refunded_fen + bindparam("refunded")),
+        [{"card": c, "debited": d, "refunded": f} for c, (d, f) in deltas.items()])
 
 
 _RECORD_COLUMNS = ("device_id", "seq", "record_hash", "prev_hash", "wire", "card_id",

@@ -22,6 +22,11 @@ never share a name::
     store:<store>:settlement          what the store owes (credit) or is owed (debit)
                                       by other stores, from settlement runs (fen)
 
+    suspense:<device>:card            what a record that broke a business rule said the
+    suspense:<device>:card_points     card (resp. the store) gained or gave, fen, points
+    suspense:<device>:card_visits:<p> and visits; never part of a card's or a store's
+    suspense:<device>:store[...]      balance (see record_rules); the same kinds for store
+
 Purse, visits and points accounts never go below zero (the database refuses it); see
 :func:`postings_for` for where a shortfall goes instead.
 
@@ -107,6 +112,13 @@ CHART: dict[tuple[str, str], tuple[AccountRule, bool]] = {
     ("store", "revenue"): (AccountRule("revenue", False), True),
     ("store", "visits_sold"): (AccountRule("memo", False), True),
     ("store", "visits_used"): (AccountRule("memo", False), True),
+    # What a record that broke a business rule claimed, held apart per device.
+    ("suspense", "card"): (AccountRule("suspense", False), False),
+    ("suspense", "card_points"): (AccountRule("suspense", False), False),
+    ("suspense", "card_visits"): (AccountRule("suspense", False), True),
+    ("suspense", "store"): (AccountRule("suspense", False), False),
+    ("suspense", "store_points"): (AccountRule("suspense", False), False),
+    ("suspense", "store_visits"): (AccountRule("suspense", False), True),
 }
 
 
@@ -151,6 +163,30 @@ def postings_for(r: TransactionRecord, available: dict[str, int] | None = None) 
         lines = _within_floors(r.card_id, lines, available)
     check_balanced(lines)
     return lines
+
+
+def suspense_postings(r: TransactionRecord) -> list[Entry]:
+    """The entries of a record that broke a business rule: what it claims, held apart.
+
+    Every line the record would post to the card goes to ``suspense:<device>:card`` and
+    every line to a store goes to ``suspense:<device>:store`` (per asset), so the ledger
+    keeps the claim, balanced, while no card or store balance moves."""
+    lines: dict[tuple[str, str], int] = defaultdict(int)
+    for e in _raw_postings(r):
+        side = "card" if e.account.startswith("card:") else "store"
+        lines[(suspense_account(r.device_id, side, e.asset), e.asset)] += e.amount
+    out = [Entry(account, asset, amount) for (account, asset), amount in lines.items() if amount]
+    check_balanced(out)
+    return out
+
+
+def suspense_account(device_id: str, side: str, asset: str) -> str:
+    """Where a rule-breaking record's claim for the card or the store is kept."""
+    if asset == CNY:
+        return account_name("suspense", device_id, side)
+    if asset == POINTS:
+        return account_name("suspense", device_id, f"{side}_points")
+    return account_name("suspense", device_id, f"{side}_visits", asset.removeprefix("visit:"))
 
 
 def unbacked_account(card_id: str, asset: str) -> str:

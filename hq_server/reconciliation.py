@@ -44,7 +44,7 @@ from hq_server.denylist import (
     add_to_denylist,
     card_denylist_history,
 )
-from hq_server.schema import anomalies, card_reconciliation, ledger_accounts, records
+from hq_server.schema import anomalies, card_reconciliation, ledger_accounts, records, rule_breaks
 from protocol.record import Flag, Operation, TransactionRecord, decode_wire
 from protocol.topics import DenylistDelta
 
@@ -324,10 +324,23 @@ def ledger_view(conn: Connection, card_id: str) -> LedgerView:
     return LedgerView(purse, visits, points, unbacked)
 
 
+#: Anomalies ingest raises when a record breaks a business rule (hq_server.record_rules):
+#: facts about a device, which reconciliation neither finds nor clears.
+INGEST_KINDS = frozenset({"rule_broken"})
+
+
 def card_events(conn: Connection, card_id: str) -> list[CardEvent]:
-    return [CardEvent.of(decode_wire(bytes(w)).record) for (w,) in conn.execute(
-        select(records.c.wire).where((records.c.card_id == card_id)
-                                     & (records.c.status == "posted")))]
+    """The card's posted records whose value the ledger took.
+
+    A record that broke a business rule posted to suspense: the value it claims is not
+    explained, so it is left out here and a card that carries that value on shows it as
+    a forged top-up."""
+    in_suspense = {(d, q) for d, q in conn.execute(
+        select(rule_breaks.c.device_id, rule_breaks.c.seq).where(rule_breaks.c.card_id == card_id))}
+    return [CardEvent.of(decode_wire(bytes(w)).record) for d, q, w in conn.execute(
+        select(records.c.device_id, records.c.seq, records.c.wire).where(
+            (records.c.card_id == card_id) & (records.c.status == "posted")))
+        if (d, q) not in in_suspense]
 
 
 def reconcile_card_in_db(engine: Engine, card_id: str, config: ReconcileConfig | None = None,
@@ -371,7 +384,7 @@ def _reconcile_one(engine: Engine, card_id: str, config: ReconcileConfig,
             "card_purse": report.card_purse,
             "card_visits": json.dumps(report.card_visits, sort_keys=True),
             "card_counter": report.card_counter,
-            "open_anomalies": sum(1 for _ in report.anomalies),
+            "open_anomalies": sum(1 for _ in report.anomalies) + _open_ingest_anomalies(conn, card_id),
             "reconciled_at_ms": now,
         }
         if touched is not None:
@@ -392,11 +405,18 @@ def _reconcile_one(engine: Engine, card_id: str, config: ReconcileConfig,
     return report
 
 
+def _open_ingest_anomalies(conn: Connection, card_id: str) -> int:
+    a = anomalies.c
+    return int(conn.execute(select(func.count()).where(
+        (a.card_id == card_id) & a.kind.in_(INGEST_KINDS) & (a.status == "open"))).scalar_one())
+
+
 def _store_anomalies(conn: Connection, report: CardReport, now: int,
                      summary: ReconcileSummary) -> list[Anomaly]:
     a = anomalies.c
     existing = {key: (status, evidence) for key, status, evidence in conn.execute(
-        select(a.anomaly_key, a.status, a.evidence).where(a.card_id == report.card_id))}
+        select(a.anomaly_key, a.status, a.evidence).where(
+            (a.card_id == report.card_id) & a.kind.not_in(INGEST_KINDS)))}
     new: list[Anomaly] = []
     for anomaly in report.anomalies:
         evidence = json.dumps(anomaly.evidence, sort_keys=True, ensure_ascii=False)

@@ -308,6 +308,51 @@ uid_credentials = Table(
 )
 
 
+
+# --- business rules on records (issue 11) ----------------------------------------------
+
+catalogues = Table(
+    "catalogues",
+    metadata,
+    # The chain's catalogue as HQ holds it, versioned: a record is judged by the version
+    # in force at its device time (see hq_server/catalogue.py). Never updated.
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("effective_at_ms", BigInteger, nullable=False),
+    Column("document", Text, nullable=False),  # Catalogue.to_dict() as JSON
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+rule_breaks = Table(
+    "rule_breaks",
+    metadata,
+    # One row per rule a posted record broke; its value went to suspense:<device>.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("card_id", String(64), nullable=False),
+    Column("rule", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detected_at_ms", BigInteger, nullable=False),
+    # Set when an operator released the device: counted no more towards holding it.
+    Column("reviewed_at_ms", BigInteger),
+    UniqueConstraint("device_id", "seq", "rule", name="uq_rule_breaks_record_rule"),
+)
+Index("ix_rule_breaks_card", rule_breaks.c.card_id)
+
+card_spend = Table(
+    "card_spend",
+    metadata,
+    # Per card, what was debited from it (purse and cash) and refunded onto it: a refund
+    # is honoured only within what was debited. The check makes two workers that
+    # refund the same card at once collide (one batch is retried) instead of both
+    # refunding past the debits.
+    Column("card_id", String(64), primary_key=True),
+    Column("debited_fen", BigInteger, nullable=False, server_default="0"),
+    Column("refunded_fen", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("refunded_fen <= debited_fen", name="refunds_within_debits"),
+)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from broker_config.render import HQ_USER
 from broker_config.runner import Broker
+from hq_server.catalogue import set_catalogue
 from hq_server.devices import add_device
 from hq_server.ledger import check_ledger, ingest_figures
 from hq_server.reconciliation import anomaly_counts, reconcile_due
@@ -223,6 +224,8 @@ def run_demo(config: DemoConfig) -> dict:
     workdir = Path(config.workdir or tempfile.mkdtemp(prefix="onecard-demo-"))
     db_url = f"sqlite:///{workdir / 'hq.db'}"
     engine = open_engine(db_url)
+    # HQ judges prices and bonus tiers by the same catalogue the demo pushes to its gates.
+    set_catalogue(engine, CATALOGUE)
     hq_password = secrets.token_urlsafe(16)
     keys = ChainKeys(CHAIN_ID, read_master=secrets.token_bytes(16),
                      write_master=secrets.token_bytes(16), mac_master=secrets.token_bytes(16))

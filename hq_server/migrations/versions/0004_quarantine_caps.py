@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004'
+revision = '0004_quarantine_caps'
 down_revision = '0003_uid_credentials'
 branch_labels = None
 depends_on = None
