@@ -704,6 +704,9 @@ def _verify_one(topic: str, payload: bytes, registry: dict[str, Device]) -> Sign
     if device_id != device_of_topic(topic):
         raise RecordRejected(Reason.WRONG_TOPIC, f"record of {device_id!r} arrived on {topic!r}")
     device = registry[device_id]
+    if device.status == "held":
+        raise RecordRejected(Reason.HELD_DEVICE,
+                             f"device {device_id!r} is held until an operator releases it")
     if device.status != "active":
         raise RecordRejected(Reason.REVOKED_DEVICE, f"device {device_id!r} is {device.status}")
     return signed

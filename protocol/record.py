@@ -89,6 +89,7 @@ class Reason(enum.Enum):
     BAD_SIGNATURE = "bad signature"
     UNKNOWN_DEVICE = "unknown device"
     REVOKED_DEVICE = "revoked device"
+    HELD_DEVICE = "device held after a business-rule break (records wait on the device)"
     WRONG_TOPIC = "published under another device's topic"
     BROKEN_CHAIN = "broken chain"
     IMPOSSIBLE_AMOUNT = "impossible amount"

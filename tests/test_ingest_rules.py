@@ -167,7 +167,7 @@ def test_a_gate_that_recharges_is_refused_and_held(engine):
     # Its next record is held back (not acknowledged) until an operator releases it.
     later = gate.message(gate.sign("M1", Operation.TAKE_VISIT, product="swim", card_counter=2))
     held = ingest_all(engine, [later])
-    assert held.posted == 0 and held.rejected["revoked_device"] == 1
+    assert held.posted == 0 and held.rejected["held_device"] == 1
     release_device(engine, "gate-01", operator="alice", reason="terminal replaced")
     again = ingest_all(engine, [later])
     assert again.posted == 1 and again.acks["gate-01"].through == 2
