@@ -69,17 +69,13 @@ class Ack:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Ack:
-        try:
-            data = json.loads(payload)
-            through = data["through"]
-            missing = tuple(data.get("missing", ()))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"malformed ack: {exc}") from None
-        if not isinstance(through, int) or through < 0 or not all(
-            isinstance(s, int) and s > through for s in missing
-        ):
-            raise ValueError("malformed ack: through must be a non-negative integer")
-        return cls(through, missing)
+        d = load_object(payload, "ack")
+        through = int_field(d, "through", "ack")
+        missing = d.get("missing", [])
+        if not isinstance(missing, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > through for s in missing):
+            raise MessageError("malformed ack: missing must list sequences above through")
+        return cls(through, tuple(missing))
 
 
 # --- presence: birth, death, heartbeat (Sparkplug's pattern) ------------------------
