@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hq_server.denylist import publish_denylist
+from hq_server.supervision import Component
 from protocol.fleet import (
     ALL_COMMAND_RESULTS,
     ALL_CONFIG_REPORTS,
@@ -82,6 +83,8 @@ class FleetService:
         self.last_refusal = ""
         self._counts_lock = threading.Lock()
         self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._loop_started = threading.Event()
         self._changed = threading.Condition()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5)
@@ -101,13 +104,30 @@ class FleetService:
     def start(self, timeout: float = 15.0) -> FleetService:
         self.client.connect_async(self.host, self.port, keepalive=15)
         self.client.loop_start()
+        self._loop_started.set()
         if not self.connected.wait(timeout):
             raise TimeoutError("HQ fleet service could not reach the broker")
         return self
 
     def stop(self) -> None:
+        self._stop.set()
         self.client.disconnect()
         self.client.loop_stop()
+
+    def component(self) -> Component:
+        """The service as a supervised component (see hq_server.supervision).
+
+        Restarted when it dies, never fatal at once: it keeps no state a restart loses
+        (results and reports are conveniences; requests are answered as they come).
+        """
+        return Component("fleet", self._watch_network, progress=self.progress)
+
+    def _watch_network(self) -> None:
+        """paho's network thread, watched: a loop that ended while we run is a death
+        (``loop_start`` succeeds only when no loop runs, and then starts a new one)."""
+        while not self._stop.wait(0.5):
+            if self._loop_started.is_set() and self.client.loop_start() == mqtt.MQTT_ERR_SUCCESS:
+                raise RuntimeError("the fleet service's network loop had ended; started it again")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
