@@ -120,7 +120,8 @@ class FleetService:
         Restarted when it dies, never fatal at once: it keeps no state a restart loses
         (results and reports are conveniences; requests are answered as they come).
         """
-        return Component("fleet", self._watch_network, progress=self.progress)
+        return Component("fleet", self._watch_network, progress=self.progress,
+                         stop=self._stop.set)
 
     def _watch_network(self) -> None:
         """paho's network thread, watched: a loop that ended while we run is a death

@@ -140,12 +140,13 @@ class IngestWorker:
         cleanly. A crash loop takes the process down instead (the supervisor's budget).
         """
         return [
-            Component("ingest-network", self._watch_network,
+            Component("ingest-network", self._watch_network, stop=self._stop.set,
                       progress=lambda: {"connected": self.connected.is_set()}),
-            Component("ingest-check", self._run_checks,
+            Component("ingest-check", self._run_checks, stop=self._stop.set,
                       progress=lambda: {"records_waiting": self.inbox.qsize()}),
-            Component("ingest-commit", self._run, progress=self._commit_progress),
-            Component("ingest-side", self._run_side,
+            Component("ingest-commit", self._run, progress=self._commit_progress,
+                      stop=self._stop.set),
+            Component("ingest-side", self._run_side, stop=self._stop.set,
                       progress=lambda: {"last_side_round_ms": self.last_side_round_ms}),
         ]
 

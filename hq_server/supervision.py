@@ -54,14 +54,16 @@ STALE_AFTER_BEATS = 3
 class Component:
     """One supervised thread.
 
-    ``run`` does the component's work until its owner asks it to stop, and only returns
-    then; ``progress`` gives the figures ``hq status`` shows (queue depths, last batch).
+    ``run`` does the component's work until ``stop`` is called (by :meth:`Supervisor.stop`)
+    and only returns then; ``progress`` gives the figures ``hq status`` shows (queue
+    depths, last batch).
     """
 
     name: str
     run: Callable[[], None]
     restart: bool = True
     progress: Callable[[], dict[str, Any]] | None = None
+    stop: Callable[[], None] | None = None
 
 
 @dataclass
@@ -155,8 +157,14 @@ class Supervisor:
         self.failed.set()
 
     def stop(self) -> None:
-        """Ask every component to stop (their owners end their ``run``) and restarts to end."""
+        """End restarts and ask every component to stop (its ``stop`` ends its ``run``)."""
         self.stopping.set()
+        for state in self._states.values():
+            if state.component.stop is not None:
+                try:
+                    state.component.stop()
+                except Exception:
+                    log.exception("stopping HQ component %s failed", state.component.name)
 
     def join(self, timeout: float = 10.0) -> None:
         for state in self._states.values():

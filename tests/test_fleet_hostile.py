@@ -291,3 +291,36 @@ def test_a_failing_terminal_handler_is_counted_not_fatal(terminal, monkeypatch):
     deliver(rt.client, T.DENYLIST_SNAPSHOT_TOPIC, T.DenylistSnapshot(3).to_json())
     assert rt.refused_messages == 1
     good_config(rt, sent, 5)
+
+
+# --- presence, through HQ's ingest worker --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def presence_worker(tmp_path_factory):
+    from hq_server.devices import add_device
+    from hq_server.ingest_worker import IngestWorker
+    from hq_server.schema import open_engine
+
+    engine = open_engine(f"sqlite:///{tmp_path_factory.mktemp('presence') / 'hq.db'}")
+    add_device(engine, DEV, "00" * 32, "store-01")
+    worker = IngestWorker(engine, host="127.0.0.1", port=1, username="hq", password="x")
+    yield worker
+    engine.dispose()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["birth", "death", "heartbeat"]), payload=hostile_payloads(),
+       bdseq=st.integers(1, 10**6))
+def test_property_no_presence_payload_stops_the_next_birth(presence_worker, kind, payload,
+                                                           bdseq):
+    from hq_server.presence import fleet_presence
+
+    topic = f"{T.device_topic_root(DEV)}/up/presence/{kind}"
+    deliver(presence_worker.client, topic, payload)
+    birth = T.Birth(bdseq=bdseq + 10**7, time_ms=1, software_version="1", role="gate",
+                    store="store-01")
+    deliver(presence_worker.client, T.birth_topic(DEV), birth.to_json())
+    presence_worker._take_presence()  # what the commit stage does between batches
+    assert presence_worker.presence_inbox.empty()
+    assert fleet_presence(presence_worker.engine)[DEV]["bdseq"] >= birth.bdseq
