@@ -20,6 +20,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hq_server.denylist import publish_denylist
+from hq_server.supervision import Component
 from protocol.fleet import (
     ALL_COMMAND_RESULTS,
     ALL_CONFIG_REPORTS,
@@ -62,6 +64,8 @@ def refuse_all(device_id: str, request: UidAuthRequest) -> UidAuthResponse:
 
 
 class FleetService:
+    KEEP = 1000  #: command results and UID requests kept for callers and tests
+
     def __init__(self, *, host: str, port: int, username: str, password: str,
                  client_id: str = "hq-fleet", authorise: Authorise = refuse_all,
                  denylisted: Callable[[str], bool] = lambda card_id: False,
@@ -71,10 +75,17 @@ class FleetService:
         self.authorise = authorise
         self.answer = answer
         self.denylisted = denylisted
+        # Bounded: terminals decide how many of these arrive (KEEP newest are kept).
         self.results: dict[str, CommandResult] = {}
         self.reports: dict[str, ConfigReport] = {}
-        self.uid_requests: list[tuple[str, UidAuthRequest]] = []
+        self.uid_requests: deque[tuple[str, UidAuthRequest]] = deque(maxlen=self.KEEP)
+        self.answered: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # by topic kind, e.g. "up/time/request"
+        self.last_refusal = ""
+        self._counts_lock = threading.Lock()
         self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._loop_started = threading.Event()
         self._changed = threading.Condition()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5)
@@ -82,23 +93,43 @@ class FleetService:
         client.reconnect_delay_set(min_delay=0.2, max_delay=5)
         client.on_connect = self._on_connect
         client.on_disconnect = lambda *a: self.connected.clear()
-        client.message_callback_add(ALL_UID_REQUESTS, self._on_uid_request)
-        client.message_callback_add(ALL_COMMAND_RESULTS, self._on_result)
-        client.message_callback_add(ALL_CONFIG_REPORTS, self._on_report)
-        client.message_callback_add(ALL_TIME_REQUESTS, self._on_time)
+        client.message_callback_add(ALL_UID_REQUESTS, self._guarded(self._on_uid_request))
+        client.message_callback_add(ALL_COMMAND_RESULTS, self._guarded(self._on_result))
+        client.message_callback_add(ALL_CONFIG_REPORTS, self._guarded(self._on_report))
+        client.message_callback_add(ALL_TIME_REQUESTS, self._guarded(self._on_time))
+        client.suppress_exceptions = True  # second line: paho logs, its thread lives on
+        client.enable_logger(log)
         self.client = client
         self.host, self.port = host, port
 
     def start(self, timeout: float = 15.0) -> FleetService:
         self.client.connect_async(self.host, self.port, keepalive=15)
         self.client.loop_start()
+        self._loop_started.set()
         if not self.connected.wait(timeout):
             raise TimeoutError("HQ fleet service could not reach the broker")
         return self
 
     def stop(self) -> None:
+        self._stop.set()
         self.client.disconnect()
         self.client.loop_stop()
+
+    def component(self) -> Component:
+        """The service as a supervised component (see hq_server.supervision).
+
+        Restarted when it dies, never fatal at once: it keeps no state a restart loses
+        (results and reports are conveniences; requests are answered as they come).
+        """
+        return Component("fleet", self._watch_network, progress=self.progress,
+                         stop=self._stop.set)
+
+    def _watch_network(self) -> None:
+        """paho's network thread, watched: a loop that ended while we run is a death
+        (``loop_start`` succeeds only when no loop runs, and then starts a new one)."""
+        while not self._stop.wait(0.5):
+            if self._loop_started.is_set() and self.client.loop_start() == mqtt.MQTT_ERR_SUCCESS:
+                raise RuntimeError("the fleet service's network loop had ended; started it again")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -154,54 +185,87 @@ class FleetService:
         return self.results.get(command_id)
 
     # --- answering -----------------------------------------------------------------------
+    #
+    # Every handler runs on paho's network thread. An exception escaping one kills that
+    # thread, and with it every answer to every terminal, while the process looks alive.
+    # So each is wrapped by :meth:`_guarded`: whatever a payload does, it is refused,
+    # logged with the device its topic names, counted, and the next message is handled.
+
+    def _guarded(self, handler: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]):
+        def guarded(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            kind = _topic_kind(message.topic)
+            try:
+                handler(client, userdata, message)
+            except MessageError as exc:
+                self._refuse(kind, message.topic, str(exc))
+            except Exception as exc:  # a bug or a failing dependency: still not fatal
+                log.exception("%s from %s: handler failed", kind, device_of_topic(message.topic))
+                self._refuse(kind, message.topic, f"handler failed: {type(exc).__name__}: {exc}")
+        return guarded
+
+    def _refuse(self, kind: str, topic: str, reason: str) -> None:
+        device_id = device_of_topic(topic) or "?"
+        log.warning("%s from %s refused: %s", kind, device_id, reason[:300])
+        with self._counts_lock:
+            self.refused[kind] += 1
+            self.last_refusal = f"{kind} from {device_id}: {reason[:300]}"
+
+    def progress(self) -> dict[str, Any]:
+        """Figures for ``onecard hq status``: connected, answers given, refusals."""
+        with self._counts_lock:
+            return {"connected": self.connected.is_set(), "answered": sum(self.answered.values()),
+                    "refused": sum(self.refused.values()), "last_refusal": self.last_refusal}
 
     def _on_uid_request(self, client, userdata, message) -> None:
         device_id = device_of_topic(message.topic)
-        try:
-            request = UidAuthRequest.from_json(message.payload)
-        except MessageError as exc:
-            log.warning("uid request from %s: %s", device_id, exc)
-            return
-        assert device_id is not None
+        if device_id is None:
+            raise MessageError(f"not a device topic: {message.topic!r}")
+        request = UidAuthRequest.from_json(message.payload)
         self.uid_requests.append((device_id, request))
         card_id = credential_card_id(request.kind, request.credential)
-        if self.denylisted(card_id):
-            answer = UidAuthResponse(request.request_id, False, "credential on the denylist (reported lost)")
-        else:
-            try:
+        try:
+            if self.denylisted(card_id):
+                answer = UidAuthResponse(request.request_id, False,
+                                         "credential on the denylist (reported lost)")
+            else:
                 answer = self.authorise(device_id, request)
-            except Exception as exc:
-                log.exception("UID authorisation failed")
-                answer = UidAuthResponse(request.request_id, False, f"HQ could not decide: {exc}")
+        except Exception as exc:  # the terminal waits for an answer: give it one
+            log.exception("UID authorisation for %s failed", device_id)
+            answer = UidAuthResponse(request.request_id, False,
+                                     f"HQ could not decide: {type(exc).__name__}")
         client.publish(uid_response_topic(device_id), answer.to_json(), qos=1)
-        self._notify()
+        self._answered("uid")
 
     def _on_result(self, client, userdata, message) -> None:
-        try:
-            result = CommandResult.from_json(message.payload)
-        except MessageError as exc:
-            log.warning("command result: %s", exc)
-            return
+        result = CommandResult.from_json(message.payload)
         self.results[result.command_id] = result
-        self._notify()
+        while len(self.results) > self.KEEP:  # a terminal may send results nobody asked for
+            self.results.pop(next(iter(self.results)))
+        self._answered("result")
 
     def _on_report(self, client, userdata, message) -> None:
         device_id = device_of_topic(message.topic)
         if device_id is None or not message.payload:
-            return
-        try:
-            self.reports[device_id] = ConfigReport.from_json(message.payload)
-        except MessageError as exc:
-            log.warning("config report from %s: %s", device_id, exc)
-            return
-        self._notify()
+            return  # a retained report cleared
+        self.reports[device_id] = ConfigReport.from_json(message.payload)
+        self._answered("report")
 
     def _on_time(self, client, userdata, message) -> None:
         device_id = device_of_topic(message.topic)
-        try:
-            sample = TimeSample.from_json(message.payload)
-        except MessageError:
-            return
-        if device_id is not None:
-            client.publish(time_response_topic(device_id),
-                           TimeSample(sample.device_ms, int(time.time() * 1000)).to_json(), qos=0)
+        if device_id is None:
+            raise MessageError(f"not a device topic: {message.topic!r}")
+        sample = TimeSample.from_json(message.payload)
+        client.publish(time_response_topic(device_id),
+                       TimeSample(sample.device_ms, int(time.time() * 1000)).to_json(), qos=0)
+        self._answered("time")
+
+    def _answered(self, kind: str) -> None:
+        with self._counts_lock:
+            self.answered[kind] += 1
+        self._notify()
+
+
+def _topic_kind(topic: str) -> str:
+    """``up/time/request`` for ``onecard/v1/dev/<id>/up/time/request``: what was refused."""
+    parts = topic.split("/", 4)
+    return parts[4] if len(parts) == 5 else topic[:100]

@@ -34,6 +34,7 @@ from hq_server.denylist import denylist_delta, denylist_snapshot, publish_denyli
 from hq_server.ingest import BatchResult, Ingest, Prepared, gap_report
 from hq_server.presence import UnknownDevice, record_presence
 from hq_server.reconciliation import ReconcileConfig, reconcile_due
+from hq_server.supervision import EXIT_FAILED, Component, Supervisor
 from protocol.topics import (
     ALL_PRESENCE,
     ALL_RECORDS_SHARED,
@@ -70,10 +71,13 @@ class IngestWorker:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._checker: threading.Thread | None = None
         self._prepared: queue.Queue = queue.Queue(maxsize=2)
-        self._side: threading.Thread | None = None
+        self.supervisor: Supervisor | None = None
+        self._own_supervisor = True
+        self.last_batch_ms: int | None = None
+        self.last_batch_size = 0
+        self.last_side_round_ms: int | None = None
+        self.client_id = client_id
         self.host, self.port = host, port
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5)
@@ -85,6 +89,8 @@ class IngestWorker:
         client.on_disconnect = lambda *a: self.connected.clear()
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.suppress_exceptions = True  # a callback's error is logged, the loop lives on
+        client.enable_logger(log)
         self.client = client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -109,28 +115,63 @@ class IngestWorker:
         else:
             self.inbox.put((message.topic, bytes(message.payload)))
 
-    def start(self) -> IngestWorker:
+    def start(self, supervisor: Supervisor | None = None) -> IngestWorker:
+        """Connect and run the worker's threads under ``supervisor`` (its own when None,
+        which restarts a dead thread but writes no health rows)."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 86400  # the broker queues records while we are down
         self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False,
                                   properties=props)
         self.client.loop_start()
-        self._thread = threading.Thread(target=self._run, name="hq-ingest", daemon=True)
-        self._thread.start()
-        self._checker = threading.Thread(target=self._run_checks, name="hq-check", daemon=True)
-        self._checker.start()
-        self._side = threading.Thread(target=self._run_side, name="hq-reconcile", daemon=True)
-        self._side.start()
+        self._own_supervisor = supervisor is None
+        self.supervisor = supervisor or Supervisor(self.client_id)
+        for component in self.components():
+            self.supervisor.add(component)
+        if self._own_supervisor:
+            self.supervisor.start()
         return self
+
+    def components(self) -> list[Component]:
+        """The worker's threads, each restarted when it dies (see hq_server.supervision).
+
+        None is fatal at its first death: the checking stage holds nothing durable, the
+        commit stage acknowledges only committed batches (a batch lost in a crash is
+        sent again by its devices), the side loop and paho's network loop start over
+        cleanly. A crash loop takes the process down instead (the supervisor's budget).
+        """
+        return [
+            Component("ingest-network", self._watch_network, stop=self._stop.set,
+                      progress=lambda: {"connected": self.connected.is_set()}),
+            Component("ingest-check", self._run_checks, stop=self._stop.set,
+                      progress=lambda: {"records_waiting": self.inbox.qsize()}),
+            Component("ingest-commit", self._run, progress=self._commit_progress,
+                      stop=self._stop.set),
+            Component("ingest-side", self._run_side, stop=self._stop.set,
+                      progress=lambda: {"last_side_round_ms": self.last_side_round_ms}),
+        ]
+
+    def _commit_progress(self) -> dict:
+        return {"batches_waiting": self._prepared.qsize(),
+                "presence_waiting": self.presence_inbox.qsize(),
+                "posted": self.totals.posted, "duplicates": self.totals.duplicates,
+                "last_batch_ms": self.last_batch_ms, "last_batch_size": self.last_batch_size}
+
+    def _watch_network(self) -> None:
+        """paho's network thread, watched: a loop that ended while we run is a death.
+
+        paho's ``loop_start`` refuses to start a second loop while one runs, so calling
+        it is the check; when it succeeds the old loop had ended, and we say so (the
+        new one already runs, reconnecting with the broker-held session).
+        """
+        while not self._stop.wait(0.5):
+            if self.client.loop_start() == mqtt.MQTT_ERR_SUCCESS:
+                raise RuntimeError("paho's network loop had ended; started it again")
 
     def stop(self) -> None:
         self._stop.set()
-        if self._checker:
-            self._checker.join(timeout=10)
-        if self._thread:
-            self._thread.join(timeout=10)
-        if self._side:
-            self._side.join(timeout=30)
+        if self.supervisor is not None:
+            self.supervisor.stop()  # the process is ending: no restarts from here on
+            self.supervisor.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
         self.ingest.close()
@@ -185,6 +226,7 @@ class IngestWorker:
                 # sends it again.
                 log.exception("ingest batch of %d failed; trying its records one by one", size)
                 results = self._one_by_one(prepared)
+            self.last_batch_ms, self.last_batch_size = int(time.time() * 1000), size
             for result in results:
                 self.totals.posted += result.posted
                 self.totals.duplicates += result.duplicates
@@ -225,6 +267,7 @@ class IngestWorker:
         next_reconcile = next_rerequest = next_denylist = time.monotonic()
         while not self._stop.wait(0.2):
             now = time.monotonic()
+            self.last_side_round_ms = int(time.time() * 1000)
             try:
                 if self.denylist_every is not None and now >= next_denylist and self.connected.is_set():
                     next_denylist = now + self.denylist_every
@@ -265,10 +308,14 @@ class IngestWorker:
                                  snapshot)
             self._denylist_sent = snapshot.version
 
-    def run_forever(self) -> None:
-        self.start()
+    def run_forever(self, supervisor: Supervisor | None = None) -> int:
+        """Run until stopped; the exit status (non-zero when the supervisor gave up)."""
+        self.start(supervisor)
+        if supervisor is not None:
+            supervisor.start()
         try:
-            while not self._stop.is_set():
-                time.sleep(0.5)
+            while not self._stop.is_set() and not self.supervisor.failed.is_set():
+                self.supervisor.failed.wait(0.5)
         finally:
             self.stop()
+        return EXIT_FAILED if self.supervisor.failed.is_set() else 0

@@ -353,6 +353,26 @@ card_spend = Table(
 )
 
 
+# Written by each HQ process's supervisor (hq_server.supervision), read by `hq status`
+# and GET /health from other processes: one row per (process, component), overwritten
+# at every beat. Not ledger data: rows of a retired worker may be deleted.
+component_health = Table(
+    "component_health",
+    metadata,
+    Column("process", String(64), nullable=False),
+    Column("component", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("pid", Integer, nullable=True),
+    Column("host", String(128), nullable=True),
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("last_beat_ms", BigInteger, nullable=False),
+    Column("beat_every_ms", Integer, nullable=False),
+    Column("restarts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    PrimaryKeyConstraint("process", "component"),
+)
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

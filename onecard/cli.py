@@ -78,15 +78,29 @@ def _answering_fleet(engine, *, host: str, port: int, username: str, password: s
 
 
 def _run_ingest(worker, fleet) -> None:
-    """Run the worker until SIGTERM/Ctrl-C, then stop the fleet service with it."""
+    """Run the worker and the fleet service under one supervisor until SIGTERM/Ctrl-C.
+
+    A thread that dies is restarted with its reason logged; one that keeps dying stops
+    the process with a non-zero status, so systemd restarts it. Each thread's health is
+    written to the database for ``onecard hq status`` and ``GET /health``.
+    """
+    from hq_server.supervision import Supervisor
+
+    supervisor = Supervisor(worker.client_id, engine=worker.engine)
+    if fleet is not None:
+        supervisor.add(fleet.component())
+    code = 0
     try:
-        worker.run_forever()
+        code = worker.run_forever(supervisor)
     except KeyboardInterrupt:
         pass
     finally:
         if fleet is not None:
             fleet.starting.join(timeout=5)
             fleet.stop()
+    if code:
+        click.echo(f"HQ stopped: {supervisor.failure}", err=True)
+        sys.exit(code)
 
 
 @main.group()
@@ -827,6 +841,38 @@ def hq_command(site_root: Path, device_id: str, broker_host: str, args: tuple[st
     click.echo(result.to_json().decode())
     if not result.ok:
         raise click.ClickException(result.detail)
+
+
+@hq.command("status")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def hq_status(db: str, as_json: bool) -> None:
+    """Which parts of HQ are alive and how far behind they are (exit 1 if any is not).
+
+    Read from the health rows each running HQ process writes every few seconds: a part
+    whose last beat is older than three intervals is dead, whatever it last said.
+    """
+    from hq_server.schema import open_engine
+    from hq_server.supervision import hq_health
+
+    health = hq_health(open_engine(db))
+    if as_json:
+        click.echo(json.dumps(health, sort_keys=True))
+    else:
+        if not health["components"]:
+            click.echo("no HQ process has reported (is `onecard hq run` / `hq ingest` running?)")
+        for c in health["components"]:
+            figures = ", ".join(f"{k} {v}" for k, v in sorted(c["progress"].items())
+                                if v is not None)
+            click.echo(f"{c['process']:<16} {c['component']:<15} {c['status']:<10} "
+                       f"beat {c['beat_age_ms'] / 1000:.1f}s ago, restarts {c['restarts']}"
+                       + (f", {figures}" if figures else "")
+                       + (f"\n{'':<33}last error: {c['last_error']}" if c["last_error"] else ""))
+        gaps = health["gaps_pending"]
+        click.echo(f"gaps pending: {gaps['records']} records on {gaps['devices']} devices")
+        click.echo("HQ: all parts alive" if health["ok"] else "HQ: NOT all parts alive")
+    if not health["ok"]:
+        sys.exit(1)
 
 
 @terminal.command("enroll")

@@ -24,10 +24,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.ids import ID_PATTERN
 from protocol.messages import MessageError, int_field, load_object, str_field
 from protocol.topics import ROOT, device_topic_root
 
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ID = re.compile(ID_PATTERN)  # the one id grammar (protocol.ids)
 
 #: Commands a terminal understands (HQ → device).
 COMMANDS = ("sync_now", "reload_config", "open_gate", "maintenance", "collect_logs")

@@ -14,6 +14,8 @@ this module only holds the field readers they share, so both parse the same way.
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 
@@ -25,16 +27,90 @@ class MessageError(ValueError):
     """
 
 
-def load_object(payload: bytes, what: str) -> dict[str, Any]:
+#: The largest JSON message any topic carries: below the broker's 64 KiB packet limit.
+#: Config documents (the largest message) have their own, lower, limit.
+MAX_PAYLOAD_BYTES = 60_000
+
+#: No message of ours nests deeper than a handful of levels (a config document's
+#: catalogue is the deepest, at about six). CPython's decoder recurses once per level and
+#: raises RecursionError near a thousand, so the bound is checked on the bytes first.
+MAX_DEPTH = 32
+
+#: A string (to its closing quote, or to the end when unterminated, so a run of lone
+#: quotes cannot make the scan quadratic) or one bracket.
+_BRACKETS = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\Z)|[\[\]{}]', re.DOTALL)
+
+
+def nesting_depth(payload: bytes) -> int:
+    """How deep ``payload``'s arrays and objects nest, counted on the bytes.
+
+    Brackets inside strings are skipped (the regular expression reads a whole string,
+    escapes included, as one token), so ``"[[["`` is text, not nesting. Malformed input
+    (unbalanced brackets) is not judged here: the decoder refuses it afterwards.
+    """
+    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot be too deep: skip the scan for ordinary messages
+    depth = deepest = 0
+    for token in _BRACKETS.findall(payload):
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def load_json(payload: bytes, what: str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Decode ``payload`` as JSON, bounded and total: any failure is a MessageError.
+
+    Checked before the decoder runs: the size (``max_bytes``) and the nesting
+    (:data:`MAX_DEPTH`), because the decoder recurses once per level and a few thousand
+    levels raise RecursionError out of whatever thread decodes. Then the bytes must be
+    UTF-8 (RFC 8259), and ``NaN``, ``Infinity`` and numbers that overflow to them are
+    refused. Whatever else the decoder
+    raises (a number beyond Python's int-string limit, MemoryError on a huge one, ...)
+    becomes a MessageError too: a message from the network never raises anything else.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise MessageError(f"malformed {what}: payload is not bytes")
+    payload = bytes(payload)
+    if len(payload) > max_bytes:
+        raise MessageError(f"malformed {what}: over {max_bytes} bytes ({len(payload)})")
+    if nesting_depth(payload) > MAX_DEPTH:
+        raise MessageError(f"malformed {what}: nested deeper than {MAX_DEPTH} levels")
+    try:
+        text = payload.decode("utf-8")
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"malformed {what}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:
+        raise MessageError(f"malformed {what}: not JSON ({exc})") from None
+    except (RecursionError, MemoryError, OverflowError, TypeError) as exc:
+        raise MessageError(f"malformed {what}: cannot be decoded ({type(exc).__name__})") from None
+
+
+def load_object(payload: bytes, what: str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """The JSON object in ``payload``; ``what`` names the message in the error.
 
-    Anything else (bytes that are not JSON, or JSON that is a list, number, ...) is a
-    :class:`MessageError`, because every message's fields are read by name.
+    Every JSON topic of ours is read through here (see :func:`load_json` for the
+    bounds). Anything but an object (a list, number, ...) is a :class:`MessageError`,
+    because every message's fields are read by name.
     """
-    try:
-        data = json.loads(payload)
-    except (ValueError, TypeError) as exc:
-        raise MessageError(f"malformed {what}: {exc}") from None
+    data = load_json(payload, what, max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise MessageError(f"malformed {what}: not a JSON object")
     return data

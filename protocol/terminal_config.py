@@ -24,11 +24,11 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.messages import MessageError, load_json
 from protocol.money import MAX_FEN
 from protocol.products import Catalogue, CatalogueError
 
@@ -161,9 +161,9 @@ def parse_config(document: dict[str, Any] | bytes) -> TerminalConfig:
     """Validate a whole config document; raise ConfigError naming the first problem."""
     if isinstance(document, (bytes, bytearray)):
         _need(len(document) <= MAX_DOCUMENT_BYTES, f"config over {MAX_DOCUMENT_BYTES} bytes")
-        try:
-            document = json.loads(document)
-        except (ValueError, UnicodeDecodeError) as exc:
+        try:  # the one bounded reader of every topic: size, nesting, UTF-8, total
+            document = load_json(bytes(document), "config", max_bytes=MAX_DOCUMENT_BYTES)
+        except MessageError as exc:
             raise ConfigError(f"config is not JSON: {exc}") from None
     d = _obj(document, "config")
     known = {"version", "catalogue", "price_list", "opening_hours", "gate", "risk_caps", "uid",

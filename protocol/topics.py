@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 
 # MessageError is re-exported: terminal_fw and hq_server import it from here.
+from protocol.ids import ID_PATTERN
 from protocol.messages import MessageError, int_field, load_object, str_field
 
 ROOT = "onecard/v1"
-DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+DEVICE_ID = re.compile(ID_PATTERN)  # the one id grammar (protocol.ids)
 
 
 def device_topic_root(device_id: str) -> str:
@@ -69,17 +70,13 @@ class Ack:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Ack:
-        try:
-            data = json.loads(payload)
-            through = data["through"]
-            missing = tuple(data.get("missing", ()))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"malformed ack: {exc}") from None
-        if not isinstance(through, int) or through < 0 or not all(
-            isinstance(s, int) and s > through for s in missing
-        ):
-            raise ValueError("malformed ack: through must be a non-negative integer")
-        return cls(through, missing)
+        d = load_object(payload, "ack")
+        through = int_field(d, "through", "ack")
+        missing = d.get("missing", [])
+        if not isinstance(missing, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > through for s in missing):
+            raise MessageError("malformed ack: missing must list sequences above through")
+        return cls(through, tuple(missing))
 
 
 # --- presence: birth, death, heartbeat (Sparkplug's pattern) ------------------------

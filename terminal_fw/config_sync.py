@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from protocol.fleet import ConfigReport
+from protocol.messages import MessageError, load_json
 from protocol.terminal_config import EMPTY, ConfigError, TerminalConfig, parse_config
 from terminal_fw.local_store import LocalStore
 
@@ -76,9 +77,11 @@ class ConfigSync:
 
 
 def _claimed_version(payload: bytes | dict) -> int:
+    """The version a refused document says it is, to report; 0 when it says nothing
+    readable (read through the same bounded reader, so a hostile document cannot raise)."""
     try:
-        data = json.loads(payload) if isinstance(payload, (bytes, bytearray)) else payload
-        v = data.get("version") if isinstance(data, dict) else None
-        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(payload, "config") if isinstance(payload, (bytes, bytearray)) else payload
+    except MessageError:
         return 0
+    v = data.get("version") if isinstance(data, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0

@@ -193,6 +193,7 @@ class Runtime:
         self.maintenance = self.store.get("maintenance", "0") == "1"
         self.storage_alarm = ""
         self.clock_offset_ms = 0
+        self.refused_messages = 0  # downlink messages a handler could not take
         self.readers: dict[str, str] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -378,20 +379,36 @@ class Runtime:
 
         def on_ack(client, userdata, message) -> None:
             self.uid.heard_from_hq()
-            try:
-                uplink_on_message(client, userdata, message)
-            except Exception as exc:
-                if not self.check_storage(exc):
-                    raise
+            uplink_on_message(client, userdata, message)
 
-        c.message_callback_add(ack_topic(dev), on_ack)
-        c.message_callback_add(desired_config_topic(dev), self._on_config)
-        c.message_callback_add(DENYLIST_SNAPSHOT_TOPIC, self._on_denylist)
-        c.message_callback_add(DENYLIST_DELTA_TOPIC, self._on_denylist)
+        guarded = self._guarded
+        c.message_callback_add(ack_topic(dev), guarded(on_ack))
+        c.message_callback_add(desired_config_topic(dev), guarded(self._on_config))
+        c.message_callback_add(DENYLIST_SNAPSHOT_TOPIC, guarded(self._on_denylist))
+        c.message_callback_add(DENYLIST_DELTA_TOPIC, guarded(self._on_denylist))
         c.message_callback_add(uid_response_topic(dev),
-                               lambda cl, u, m: self.uid.on_response(m.payload))
-        c.message_callback_add(command_topic(dev), self._on_command)
-        c.message_callback_add(time_response_topic(dev), self._on_time)
+                               guarded(lambda cl, u, m: self.uid.on_response(m.payload)))
+        c.message_callback_add(command_topic(dev), guarded(self._on_command))
+        c.message_callback_add(time_response_topic(dev), guarded(self._on_time))
+        c.suppress_exceptions = True  # second line: paho logs, its thread lives on
+
+    def _guarded(self, handler: Callable[[Any, Any, Any], None]) -> Callable[[Any, Any, Any], None]:
+        """``handler`` on paho's network thread, which must outlive any message.
+
+        An exception escaping a handler would end that thread: no more acks, config,
+        denylist or UID answers, while taps go on offline. A full disk raises the storage
+        alarm; anything else is logged with the topic and counted (``refused_messages``).
+        """
+        def guarded(client: Any, userdata: Any, message: Any) -> None:
+            try:
+                handler(client, userdata, message)
+            except Exception as exc:
+                if self.check_storage(exc):
+                    return
+                self.refused_messages += 1
+                log.warning("message on %s refused: %s: %s", message.topic,
+                            type(exc).__name__, str(exc)[:300])
+        return guarded
 
     def _publish_config_report(self) -> None:
         self.client.publish(reported_config_topic(self.device_id),

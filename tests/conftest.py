@@ -38,7 +38,8 @@ REAL_PARTS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "postgres": (frozenset({"pg_url", "pg_base"}), ("pg_url", "postgres_url(")),
     "pcsc": (frozenset({"pcscd", "vpcd_pair"}), ("running_pcscd", "vpcd_lock", "pcscd")),
     "subprocess": (frozenset(), ("subprocess.", "Popen(", "sys.executable")),
-    "network": (frozenset(), ("make_runtime(", "Runtime(", "uvicorn", "serve_api(")),
+    "network": (frozenset(), ("make_runtime(", "Runtime(", "uvicorn", "serve_api(",
+                              "IngestWorker(", "FleetService(", "mqtt.Client(")),
 }
 #: Words in a parametrized test's id that name a real part.
 PARAM_PARTS = {"postgresql": "postgres", "pcsc": "pcsc"}

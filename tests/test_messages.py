@@ -81,5 +81,7 @@ def test_a_bad_device_id_makes_no_topic(device_id):
 
 
 def test_a_good_device_id_makes_its_subtree():
-    assert topics.device_topic_root("gate-01.a_b:c") == "onecard/v1/dev/gate-01.a_b:c"
+    assert topics.device_topic_root("gate-01.a_b") == "onecard/v1/dev/gate-01.a_b"
     assert topics.records_topic("gate-01") == "onecard/v1/dev/gate-01/up/records"
+    with pytest.raises(ValueError):  # a separator would let an id build another id's names
+        topics.device_topic_root("gate-01:c")
