@@ -18,6 +18,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import have_mosquitto, require
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mtls_helpers import (
     Probe,
     device_credentials,
@@ -255,3 +257,53 @@ def test_a_store_bridge_reads_downlinks_and_broadcasts_and_nothing_else(deployme
         assert refused(bridge.subscribe(needless)), needless
     assert not bridge.publish(records_topic(DEVICE), b"carried up").is_failure
     assert bridge.publish(ack_topic(DEVICE), b"forged ack").value == NOT_AUTHORIZED
+
+
+def covers(rule: str, topic_filter: str) -> bool:
+    """Every topic ``topic_filter`` can match is matched by ``rule`` (the test's oracle)."""
+    r, f = rule.split("/"), topic_filter.split("/")
+    for i, level in enumerate(f):
+        if i == len(r):
+            return False
+        if r[i] == "#":
+            return not (i == 0 and level.startswith("$"))
+        if level == "#" or (r[i] != "+" and r[i] != level):
+            return False
+        if r[i] == "+" and i == 0 and level.startswith("$"):
+            return False
+    return len(r) == len(f) or (len(r) == len(f) + 1 and r[-1] == "#")
+
+
+LEVELS = ["onecard", "v1", "dev", DEVICE, OTHER, "down", "up", "ack", "broadcast",
+          "denylist", "+"]
+
+
+@st.composite
+def topic_filters(draw) -> str:
+    levels = draw(st.lists(st.sampled_from(LEVELS), min_size=1, max_size=6))
+    if draw(st.booleans()):
+        levels[0] = draw(st.sampled_from(["onecard", "$SYS"]))
+    if draw(st.booleans()):
+        levels.append("#")
+    return "/".join(levels)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(topic_filter=topic_filters())
+def test_a_device_is_granted_exactly_the_filters_its_downlink_and_broadcasts_cover(
+        password_device, topic_filter):
+    expected = any(covers(rule, topic_filter) for rule in (
+        f"onecard/v1/dev/{DEVICE}/down/#", "onecard/v1/broadcast/#"))
+    codes = password_device.subscribe(topic_filter)
+    assert granted(codes) if expected else refused(codes), (topic_filter, codes)
+
+
+@pytest.fixture
+def password_device(broker_factory) -> Iterator[Probe]:
+    password = secrets.token_urlsafe(12)
+    broker = broker_factory({DEVICE: password})
+    probe = Probe(broker.port, None, login=(DEVICE, password))
+    assert probe.connect()
+    yield probe
+    probe.close()
