@@ -242,9 +242,8 @@ def test_a_terminal_cannot_join_the_ingest_share_group_and_no_record_is_lost(dep
         f"{sum(granted(c) for c in answers)} of {len(answers)} share subscriptions granted"
 
 
+@pytest.mark.parametrize("deployment", ["mtls"], indirect=True)  # bridges need mutual TLS
 def test_a_store_bridge_reads_downlinks_and_broadcasts_and_nothing_else(deployment):
-    if deployment.site is None:
-        pytest.skip("store bridges exist only on the mutual-TLS broker")
     site = deployment.site
     issue_service_identity(site, BRIDGE_USER, deployment.certs / "bridge")
     ctx = tls_context(site.device_ca_cert, deployment.certs / "bridge" / "bridge.pem",
