@@ -15,16 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from broker_config.plugin import install_plugin
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 #: Service users carry an "@", which no device id may contain, so a device can never
 #: take over a service's ACL by choosing its id.
 HQ_USER = "hq@onecard"
 
+#: HQ's ingest workers share the records through this MQTT 5 shared-subscription group
+#: (``protocol.topics.ALL_RECORDS_SHARED``); no other identity may join it.
+INGEST_SHARE_GROUP = "hq-ingest"
+
+#: HQ (ingest, fleet service, API) reads everything devices send, through its share group
+#: or directly, writes every device's downlink and the broadcasts. It reads no downlink.
 SERVICE_ACL = {
     HQ_USER: [
         "topic read onecard/v1/dev/+/up/#",
-        "topic read $share/+/onecard/v1/dev/+/up/#",
+        f"topic read $share/{INGEST_SHARE_GROUP}/onecard/v1/dev/+/up/#",
         "topic write onecard/v1/dev/+/down/#",
         "topic readwrite onecard/v1/broadcast/#",
     ],
@@ -65,18 +73,12 @@ def render_password_broker(directory: Path, port: int, users: dict[str, str],
     state = directory / "state"
     state.mkdir(parents=True, exist_ok=True)
     files = BrokerFiles(directory, port, bind, dict(users))
-    service_lines = []
-    for user, rules in SERVICE_ACL.items():
-        service_lines.append(f"user {user}")
-        service_lines.extend(rules)
-        service_lines.append("")
-    acl = Template((TEMPLATES / "acl").read_text()).substitute(
-        service_users="\n".join(service_lines))
-    (directory / "acl").write_text(acl)
+    render_acl(directory / "acl", SERVICE_ACL)
     write_password_file(directory / "passwords", users)
     conf = Template((TEMPLATES / "mosquitto-password.conf").read_text()).substitute(
         password_file=directory / "passwords",
         acl_file=directory / "acl",
+        acl_plugin=install_plugin(directory),
         port=port,
         bind=bind,
         state_dir=state,
@@ -113,7 +115,8 @@ def hand_to_broker_user(directory: Path) -> None:
 
 #: Store brokers bridge to HQ under this identity (one certificate per store, each
 #: revocable on its own by serial). It may carry any device's records up and any
-#: device's replies down; HQ still checks every record's signature and topic.
+#: device's replies down; HQ still checks every record's signature and topic. It may
+#: not read records (no ingest share group, no up/ topics) nor write a downlink.
 BRIDGE_USER = "bridge@onecard"
 
 PRODUCTION_SERVICE_ACL = {
@@ -169,7 +172,8 @@ def render_mtls_broker(files: MtlsBrokerFiles) -> MtlsBrokerFiles:
     if files.service_port is None:
         raise ValueError("HQ's broker needs a services port")
     conf = Template((TEMPLATES / "mosquitto-mtls.conf").read_text()).substitute(
-        acl_file=files.acl, device_port=files.device_port, device_bind=files.device_bind,
+        acl_file=files.acl, acl_plugin=install_plugin(files.directory),
+        device_port=files.device_port, device_bind=files.device_bind,
         service_port=files.service_port, service_bind=files.service_bind,
         device_ca=files.device_ca, service_ca=files.service_ca,
         server_cert=files.server_cert, server_key=files.server_key,
@@ -193,7 +197,8 @@ def render_store_broker(files: MtlsBrokerFiles, *, store: str, hq_host: str,
     render_acl(files.acl, {})
     base, cap = restart_timeout
     conf = Template((TEMPLATES / "store-bridge.conf").read_text()).substitute(
-        acl_file=files.acl, device_port=files.device_port, device_bind=files.device_bind,
+        acl_file=files.acl, acl_plugin=install_plugin(files.directory),
+        device_port=files.device_port, device_bind=files.device_bind,
         device_ca=files.device_ca, server_cert=files.server_cert, server_key=files.server_key,
         device_crl=files.device_crl, state_dir=files.state, log_file=files.log_file,
         bridge_name=f"bridge-{store}", hq_address=f"{hq_host}:{hq_service_port}",

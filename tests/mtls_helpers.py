@@ -52,10 +52,15 @@ def tls_context(ca_file: Path, cert: Path | None = None, key: Path | None = None
 
 
 class Probe:
-    """An MQTT 5 client that records what happened to it, for assertions."""
+    """An MQTT 5 client that records what happened to it, for assertions.
 
-    def __init__(self, port: int, ctx: ssl.SSLContext, client_id: str = "",
-                 clean_start: bool = True, session_expiry: int = 0) -> None:
+    ``ctx`` is the TLS context of a mutual-TLS broker; ``login`` (username, password)
+    is for the password broker, which has no TLS.
+    """
+
+    def __init__(self, port: int, ctx: ssl.SSLContext | None, client_id: str = "",
+                 clean_start: bool = True, session_expiry: int = 0,
+                 login: tuple[str, str] | None = None) -> None:
         self.connected = threading.Event()
         self.closed = threading.Event()
         self.connack: mqtt.ReasonCode | None = None
@@ -65,7 +70,10 @@ class Probe:
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5)
-        self.client.tls_set_context(ctx)
+        if ctx is not None:
+            self.client.tls_set_context(ctx)
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.closed.set()
         self.client.on_message = self._on_message

@@ -160,7 +160,7 @@ def test_enrolled_terminal_connects_and_publishes_only_where_it_may(hq: HQ):
 
     listener = Probe(hq.site.config.service_port, service_tls_context(hq.site), "hq-t1")
     assert listener.connect()
-    listener.subscribe("onecard/v1/dev/#")
+    listener.subscribe("onecard/v1/dev/+/up/#")
     dev = Probe(enrolled.broker_port, mqtt_tls_context(secrets))
     try:
         assert dev.connect()
