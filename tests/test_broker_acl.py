@@ -17,18 +17,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import have_mosquitto, require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mtls_helpers import (
-    Probe,
-    device_credentials,
-    make_site,
-    remove_site,
-    start_broker,
-    tls_context,
-    wait_for,
-)
 
 from broker_config.install import Site, issue_service_identity, service_tls_context
 from broker_config.render import BRIDGE_USER, HQ_USER
@@ -51,6 +41,16 @@ from protocol.topics import (
     DENYLIST_SNAPSHOT_TOPIC,
     ack_topic,
     records_topic,
+)
+from tests.conftest import have_mosquitto, require
+from tests.mtls_helpers import (
+    Probe,
+    device_credentials,
+    make_site,
+    remove_site,
+    start_broker,
+    tls_context,
+    wait_for,
 )
 
 pytestmark = pytest.mark.broker
