@@ -4,14 +4,91 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 import click
 
+from protocol.money import MAX_FEN
+
 DEFAULT_HQ_DB = "sqlite:///onecard-hq.db"
+
+#: The latest moment a date option takes: 9999-12-31T23:59:59.999Z in epoch ms.
+MAX_EPOCH_MS = 253_402_300_799_999
+#: The most bytes a JSON document given on the command line may have.
+MAX_DOCUMENT_BYTES = 1024 * 1024
+
+PORT = click.IntRange(1, 65535)
+
+
+class BoundedFloat(click.ParamType):
+    """A finite number of seconds (or hours, or a rate) within ``[low, high]``; click's
+    FloatRange lets NaN through, and ``inf`` or ``1e308`` would overflow a timedelta."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float, *, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        below = number <= self.low if self.low_open else number < self.low
+        if not math.isfinite(number) or below or number > self.high:
+            bracket = "(" if self.low_open else "["
+            self.fail(f"{value!r} is not in the range {bracket}{self.low:g}, {self.high:g}]",
+                      param, ctx)
+        return number
+
+
+class CommandLine(click.Group):
+    """The top-level group: turns known failures of the system around a command (a
+    database, broker or file that is not usable) into one line and exit 1. Only with
+    ``--verbose`` does the traceback show; bad arguments are click's usage errors (2)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place that reports, not hides
+            if ctx.params.get("verbose"):
+                raise
+            raise click.ClickException(_explain(exc)) from None
+
+
+def _explain(exc: BaseException) -> str:
+    """One line saying what went wrong, for an operator; no internals beyond the cause."""
+    import sqlalchemy.exc as sa
+
+    def first_line(text: object) -> str:
+        return (str(text).strip().splitlines() or [""])[0]
+
+    if isinstance(exc, sa.ArgumentError | sa.NoSuchModuleError):
+        return f"not a usable database URL (sqlite:///path.db or postgresql+psycopg://...): {first_line(exc)}"
+    if isinstance(exc, sa.OperationalError):
+        return f"cannot use the database: {first_line(exc.orig or exc)}"
+    if isinstance(exc, sa.SQLAlchemyError):
+        return f"database error: {first_line(exc.orig if isinstance(exc, sa.DBAPIError) else exc)}"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply"
+    if isinstance(exc, OverflowError):
+        return f"a number is too large: {first_line(exc)}"
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return f"could not connect: {first_line(exc) or type(exc).__name__}"
+    if isinstance(exc, OSError):
+        return first_line(exc) or type(exc).__name__
+    detail = first_line(exc)
+    if isinstance(exc, ValueError | RuntimeError | LookupError) and detail:
+        return detail
+    return (f"unexpected {type(exc).__name__}: {detail} (run with --verbose for details)"
+            if detail else f"unexpected {type(exc).__name__} (run with --verbose for details)")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -23,8 +100,9 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log debug detail, and show the traceback of an unexpected failure.")
 def main(verbose: bool) -> None:
     """OneCard: membership and stored-value cards for venue chains (会员一卡通).
 
@@ -108,8 +186,29 @@ def hq() -> None:
     """HQ server: ledger, ingest and the device registry."""
 
 
+def _database_url(ctx, param, url: str) -> str:
+    """A usage error, before anything is opened, for a URL HQ cannot use at all."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise click.BadParameter(f"{url[:60]!r} is not a database URL (sqlite:///path.db "
+                                 "or postgresql+psycopg://...)", ctx, param) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise click.BadParameter(f"HQ runs on SQLite or PostgreSQL, not {parsed.drivername}",
+                                 ctx, param)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise click.BadParameter(f"folder {folder} does not exist", ctx, param)
+    return url
+
+
 db_option = click.option(
     "--db", default=lambda: os.environ.get("ONECARD_HQ_DB", DEFAULT_HQ_DB), show_default=DEFAULT_HQ_DB,
+    callback=_database_url,
     help="HQ database URL: sqlite:///path.db or postgresql+psycopg://... (env ONECARD_HQ_DB).",
 )
 
@@ -181,19 +280,37 @@ def hq_verify_ledger(db: str, signatures: bool) -> None:
     click.echo("ledger balanced: every transaction, account total and record checked")
 
 
-def _when_ms(text: str) -> int:
-    """An ISO date/time (UTC unless it says otherwise) or epoch milliseconds."""
+_EPOCH_MS = re.compile(r"[0-9]{1,15}")
+
+
+def _when_ms(text: str, param: str | None = None) -> int:
+    """An ISO date/time (UTC unless it says otherwise) or epoch milliseconds, between
+    1970 and the year 9999; anything else is a usage error naming ``param``."""
     from datetime import UTC, datetime
 
-    if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"not a date or time: {text!r} (e.g. 2026-11-01)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+    def bad(why: str) -> click.BadParameter:
+        return click.BadParameter(f"{why}: {text[:40]!r} (e.g. 2026-11-01 or epoch ms)",
+                                  param_hint=param)
+
+    if _EPOCH_MS.fullmatch(text):
+        ms = int(text)
+    elif text.isascii() and text[:1].isdigit():
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise bad("not a date or time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        ms = int(when.timestamp() * 1000)
+    else:
+        raise bad("not a date or time")
+    if not 0 <= ms <= MAX_EPOCH_MS:
+        raise bad("not between 1970 and the year 9999")
+    return ms
+
+
+def _date_option(text: str | None, param: str) -> int | None:
+    return None if text is None else _when_ms(text, param)
 
 
 @hq.command("reconcile")
@@ -264,7 +381,8 @@ def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
     from hq_server.settlement import period_matrix, post_settlement
     from protocol.money import format_fen
 
-    engine, start_ms, end_ms = open_engine(db), _when_ms(start), _when_ms(end)
+    start_ms, end_ms = _when_ms(start, "--from"), _when_ms(end, "--to")
+    engine = open_engine(db)
     try:
         if post:
             matrix, posted = post_settlement(engine, start_ms, end_ms)
@@ -296,11 +414,11 @@ def hq_denylist(db: str, action: str, card_id: str | None, reason: str, since: s
     )
     from hq_server.schema import open_engine
 
+    since_ms = _date_option(since, "--since")
     engine = open_engine(db)
     try:
         if action == "add":
-            change = add_to_denylist(engine, card_id or "", reason,
-                                     effective_at_ms=_when_ms(since) if since else None)
+            change = add_to_denylist(engine, card_id or "", reason, effective_at_ms=since_ms)
             click.echo(f"denylist version {change.version}")
         elif action == "remove":
             click.echo(f"denylist version {remove_from_denylist(engine, card_id or '', reason).version}")
@@ -328,7 +446,7 @@ def hq_uid_credential() -> None:
 @click.option("--holder", required=True, help="Whose it is: the member number or ticket reference.")
 @click.option("--purpose", "purposes", multiple=True, default=("visit",), show_default=True,
               help="A use it may be approved for; repeat for several.")
-@click.option("--max-amount-fen", type=int, default=0, show_default=True,
+@click.option("--max-amount-fen", type=click.IntRange(0, MAX_FEN), default=0, show_default=True,
               help="Most money one use may take, in fen (0: visits only).")
 @click.option("--valid-from", default=None, help="First moment it is good: ISO date/time (UTC) or epoch ms.")
 @click.option("--valid-to", default=None, help="Moment it stops being good: ISO date/time (UTC) or epoch ms.")
@@ -339,11 +457,11 @@ def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
     from hq_server.schema import open_engine
     from hq_server.uid_credentials import UidCredentialError, add_credential
 
+    from_ms, to_ms = _date_option(valid_from, "--valid-from"), _date_option(valid_to, "--valid-to")
     try:
         c = add_credential(open_engine(db), kind, credential, holder, purposes=purposes,
-                           max_amount_fen=max_amount_fen,
-                           valid_from_ms=_when_ms(valid_from) if valid_from else None,
-                           valid_to_ms=_when_ms(valid_to) if valid_to else None)
+                           max_amount_fen=max_amount_fen, valid_from_ms=from_ms,
+                           valid_to_ms=to_ms)
     except UidCredentialError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{c.kind}:{c.credential} registered for {c.holder}")
@@ -398,7 +516,7 @@ def hq_fleet(db: str) -> None:
 @hq.command("run")
 @db_option
 @click.option("--broker-host", default="127.0.0.1", show_default=True)
-@click.option("--broker-port", type=int, required=True)
+@click.option("--broker-port", type=PORT, required=True)
 @click.option("--username", default="hq@onecard", show_default=True)
 @click.option("--password", envvar="ONECARD_HQ_BROKER_PASSWORD", required=True,
               help="Broker password (env ONECARD_HQ_BROKER_PASSWORD).")
@@ -476,15 +594,27 @@ def _run_until_interrupted(runner, **kwargs) -> None:
     runner(say=lambda m: click.echo(m, err=True), stop=stop, **kwargs)
 
 
-card_dump = click.option("--card", "dump", type=click.Path(path_type=Path, exists=True),
-                         required=True, help="A 1024-byte MIFARE Classic 1K dump (.mfd).")
+def _card_dump(ctx, param, dump: Path) -> Path:
+    """The dump file, checked to hold a 1K card; a usage error saying why if it does not."""
+    from simulators.mifare_classic import CardDumpError, load_dump
+
+    try:
+        load_dump(dump)
+        return dump
+    except CardDumpError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+card_dump = click.option("--card", "dump", required=True, callback=_card_dump,
+                         type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                         help="A 1024-byte MIFARE Classic 1K dump (.mfd).")
 save_option = click.option("--save", is_flag=True, help="Write the card back to the dump at exit.")
 
 
 @sim.command("pcsc")
 @card_dump
 @save_option
-@click.option("--port", type=int, default=35963, show_default=True,
+@click.option("--port", type=PORT, default=35963, show_default=True,
               help="vpcd port (35963 = Virtual PCD 00 00, 35964 = 00 01).")
 @click.option("--model", type=click.Choice(["acr1252u", "acr122u"]), default="acr1252u",
               show_default=True,
@@ -513,14 +643,16 @@ def sim_pn532(dump: Path, save: bool) -> None:
 
 @main.command()
 @click.option("--headless", is_flag=True, help="No live screen; for scripts and CI.")
-@click.option("--duration", type=float, default=None,
+@click.option("--duration", type=BoundedFloat(0, 7 * 86400, low_open=True), default=None,
               help="Seconds of tapping before the drain (default: until Ctrl-C; 30 headless).")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report here at the end.")
-@click.option("--gates", type=int, default=3, show_default=True, help="Simulated gates.")
-@click.option("--tap-rate", type=float, default=4.0, show_default=True,
+@click.option("--gates", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="Simulated gates.")
+@click.option("--tap-rate", type=BoundedFloat(0, 1000, low_open=True), default=4.0,
+              show_default=True,
               help="Taps per second per gate.")
-@click.option("--outage", type=float, default=None,
+@click.option("--outage", type=BoundedFloat(0, 7 * 86400), default=None,
               help="Seconds one gate spends without its broker connection (default: a third of the run).")
 def demo(headless: bool, duration: float | None, report: Path | None, gates: int,
          tap_rate: float, outage: float | None) -> None:
@@ -531,8 +663,6 @@ def demo(headless: bool, duration: float | None, report: Path | None, gates: int
     """
     from onecard.demo import DemoConfig, run_demo
 
-    if gates < 1:
-        raise click.BadParameter("at least one gate", param_hint="--gates")
     if headless and duration is None:
         duration = 30.0
     config = DemoConfig(gates=gates, duration=duration, tap_rate=tap_rate, outage=outage,
@@ -568,8 +698,8 @@ site_option = click.option(
               help="Name or address terminals use for the broker (repeatable).")
 @click.option("--api-hostname", "api_hostnames", multiple=True,
               help="Name or address of HQ's HTTPS API (default: the broker's).")
-@click.option("--device-port", type=int, default=8883, show_default=True)
-@click.option("--service-port", type=int, default=8884, show_default=True)
+@click.option("--device-port", type=PORT, default=8883, show_default=True)
+@click.option("--service-port", type=PORT, default=8884, show_default=True)
 @click.option("--device-bind", default="0.0.0.0", show_default=True)
 @click.option("--service-bind", default="127.0.0.1", show_default=True,
               help="Keep the services listener on HQ's internal network.")
@@ -598,7 +728,7 @@ def broker_init(root: Path, hostnames: tuple[str, ...], api_hostnames: tuple[str
 @click.option("--hostname", "hostnames", multiple=True, required=True,
               help="Name or address the store's terminals use for this broker.")
 @click.option("--hq-host", required=True, help="Where the store reaches HQ's services listener.")
-@click.option("--device-port", type=int, default=8883, show_default=True)
+@click.option("--device-port", type=PORT, default=8883, show_default=True)
 def broker_store_init(directory: Path, site_root: Path, store: str, hostnames: tuple[str, ...],
                       hq_host: str, device_port: int) -> None:
     """Make a store broker folder (config, server cert, bridge identity) to copy to a store."""
@@ -666,7 +796,8 @@ def hq_create_admin(db: str, username: str, password: str) -> None:
 @db_option
 @click.option("--store", required=True)
 @click.option("--role", required=True, type=click.Choice(["gate", "handheld", "kiosk"]))
-@click.option("--ttl-hours", type=float, default=24.0, show_default=True)
+@click.option("--ttl-hours", type=BoundedFloat(0, 24 * 366, low_open=True), default=24.0,
+              show_default=True, help="How long the token stays good (at most a year).")
 @click.option("--operator", "created_by", default=lambda: f"cli:{os.environ.get('USER', 'root')}",
               help="Recorded as the token's creator.")
 def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created_by: str) -> None:
@@ -694,7 +825,7 @@ def _site_authority(site_root: Path, broker_host: str):
 @db_option
 @site_option
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8443, show_default=True)
+@click.option("--port", type=PORT, default=8443, show_default=True)
 @click.option("--broker-host", default=None,
               help="Broker address given to terminals (default: the site's first hostname).")
 @click.option("--services-host", default="127.0.0.1", show_default=True,
@@ -776,11 +907,30 @@ def _fleet_service(site_root: Path, broker_host: str):
     return fleet.start()
 
 
+def _check_broker(site_root: Path, broker_host: str) -> None:
+    """Refuse at once, in one line, when the site folder is not one or its broker's
+    services listener does not answer (instead of a paho timeout's traceback)."""
+    import socket
+
+    from broker_config.install import Site
+
+    try:
+        port = Site(site_root).config.service_port
+    except (OSError, ValueError, TypeError) as exc:
+        raise click.ClickException(f"{site_root} is not a site folder made by "
+                                   f"`onecard broker init` ({exc})") from None
+    try:
+        socket.create_connection((broker_host, port), timeout=5).close()
+    except OSError as exc:
+        raise click.ClickException(f"the broker's services listener at {broker_host}:{port} "
+                                   f"is not reachable ({exc.strerror or exc})") from None
+
+
 @hq.command("push-config")
 @site_option
 @click.option("--device", "device_id", required=True, help="The terminal's device id.")
 @click.option("--broker-host", default="127.0.0.1", show_default=True)
-@click.option("--wait", type=float, default=15.0, show_default=True,
+@click.option("--wait", type=BoundedFloat(0, 3600), default=15.0, show_default=True,
               help="Seconds to wait for the terminal's report (0: do not wait).")
 @click.argument("document", type=click.File("rb"))
 def hq_push_config(site_root: Path, device_id: str, broker_host: str, wait: float,
@@ -788,10 +938,16 @@ def hq_push_config(site_root: Path, device_id: str, broker_host: str, wait: floa
     """Make DOCUMENT (JSON) the terminal's desired config; print what it reports."""
     from protocol.terminal_config import ConfigError
 
+    raw = document.read(MAX_DOCUMENT_BYTES + 1)
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise click.ClickException(f"document too large (over {MAX_DOCUMENT_BYTES} bytes)")
     try:
-        doc = json.loads(document.read())
+        doc = json.loads(raw)
+    except RecursionError:
+        raise click.ClickException("not JSON we accept: nested too deeply") from None
     except ValueError as exc:
         raise click.ClickException(f"not JSON: {exc}") from None
+    _check_broker(site_root, broker_host)
     fleet = _fleet_service(site_root, broker_host)
     try:
         version = fleet.publish_config(device_id, doc)
@@ -818,7 +974,8 @@ def hq_push_config(site_root: Path, device_id: str, broker_host: str, wait: floa
 @click.option("--device", "device_id", required=True, help="The terminal's device id.")
 @click.option("--broker-host", default="127.0.0.1", show_default=True)
 @click.option("--arg", "args", multiple=True, help="KEY=JSON value, e.g. on=true (repeatable).")
-@click.option("--wait", type=float, default=15.0, show_default=True)
+@click.option("--wait", type=BoundedFloat(0, 3600), default=15.0, show_default=True,
+              help="Seconds to wait for the terminal's answer.")
 @click.argument("name", type=click.Choice(["sync_now", "reload_config", "open_gate",
                                            "maintenance", "collect_logs"]))
 def hq_command(site_root: Path, device_id: str, broker_host: str, args: tuple[str, ...],
@@ -826,11 +983,16 @@ def hq_command(site_root: Path, device_id: str, broker_host: str, args: tuple[st
     """Send a command to a terminal and print its answer."""
     parsed = {}
     for item in args:
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
+        if not key or not eq:
+            raise click.BadParameter(f"{item[:40]!r} is not KEY=VALUE", param_hint="--arg")
         try:
             parsed[key] = json.loads(value)
+        except RecursionError:
+            raise click.BadParameter("value nested too deeply", param_hint="--arg") from None
         except ValueError:
             parsed[key] = value
+    _check_broker(site_root, broker_host)
     fleet = _fleet_service(site_root, broker_host)
     try:
         result = fleet.result(fleet.send_command(device_id, name, parsed), wait)
@@ -929,7 +1091,7 @@ def terminal_roll_keys(hq_url: str, secrets_dir: Path, store_db: Path,
 @click.option("--role", type=click.Choice(["gate", "handheld", "kiosk"]), default=None,
               help="Default: the role HQ enrolled the terminal for.")
 @click.option("--broker-host", default=None)
-@click.option("--broker-port", type=int, default=None)
+@click.option("--broker-port", type=PORT, default=None)
 @click.option("--broker-password", envvar="ONECARD_BROKER_PASSWORD", default=None,
               help="Password broker for development (env ONECARD_BROKER_PASSWORD); "
                    "enrolled terminals use mutual TLS.")
@@ -938,7 +1100,7 @@ def terminal_roll_keys(hq_url: str, secrets_dir: Path, store_db: Path,
 @click.option("--uid-reader", "uid_readers", multiple=True,
               help="Serial UID reader PORT:KIND (KIND em4100 or qr); repeatable.")
 @click.option("--mock-gpio", is_flag=True, help="gpiozero mock pins (no Raspberry Pi).")
-@click.option("--admit-timeout", type=float, default=None,
+@click.option("--admit-timeout", type=BoundedFloat(0, 3600, low_open=True), default=None,
               help="Seconds the turnstile stays released for one passage.")
 @click.option("--events", is_flag=True, help="Print each decision as a JSON line on stdout.")
 def terminal_run(settings_file: Path | None, secrets_dir: Path | None, data_dir: Path | None,
@@ -955,13 +1117,20 @@ def terminal_run(settings_file: Path | None, secrets_dir: Path | None, data_dir:
                  "pcsc_exit": pcsc_exit, "admit_timeout_s": admit_timeout}
     if uid_readers:
         specs = [u.rsplit(":", 1) for u in uid_readers]
+        for spec, given in zip(specs, uid_readers, strict=True):
+            if len(spec) != 2 or not spec[0] or spec[1] not in ("em4100", "qr"):
+                raise click.BadParameter(f"{given[:60]!r} is not PORT:KIND with KIND em4100 "
+                                         "or qr", param_hint="--uid-reader")
         overrides["uid_readers"] = [{"port": p, "kind": k} for p, k in specs]
     if mock_gpio:
         overrides["gpio"] = {"mock": True}
     if events:
         overrides["events"] = lambda e: print(json.dumps(e, default=str), flush=True)
     if settings_file is not None:
-        settings = RuntimeSettings.from_toml(settings_file, **overrides)
+        try:
+            settings = RuntimeSettings.from_toml(settings_file, **overrides)
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            raise click.ClickException(f"settings file {settings_file}: {exc}") from None
     else:
         if secrets_dir is None or data_dir is None:
             raise click.UsageError("give --settings, or --secrets and --data")

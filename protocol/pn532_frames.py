@@ -130,8 +130,18 @@ def chip_response(command_code: int, params: bytes = b"") -> bytes:
     return build_frame(TFI_PN532, bytes([command_code + 1]) + params)
 
 
+#: The most bytes a parser ever holds: one extended frame (7-byte head, 65535-byte body,
+#: DCS). Whatever arrives, :meth:`FrameParser.pending` never exceeds it.
+MAX_PENDING = 7 + 0xFFFF + 1
+
+
 class FrameParser:
-    """Incremental parser: feed bytes, get complete events in order."""
+    """Incremental parser: feed bytes, get complete events in order.
+
+    Total over any bytes: junk, false start codes and broken length checksums are
+    skipped, a bad data checksum becomes :class:`BadChecksum`, and the buffer holds at
+    most :data:`MAX_PENDING` bytes. Scanning is linear in the bytes fed.
+    """
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -145,54 +155,56 @@ class FrameParser:
     def feed(self, data: bytes) -> list[Event]:
         self._buf += data
         events: list[Event] = []
+        pos = 0
         while True:
-            event = self._next()
+            event, pos = self._next(pos)
             if event is None:
-                return events
+                break
             events.append(event)
+        del self._buf[:pos]
+        return events
 
-    def _next(self) -> Event | None:
+    def _next(self, pos: int) -> tuple[Event | None, int]:
+        """The next event at or after ``pos`` and where parsing goes on; (None, where the
+        unparsed rest starts) when the buffer holds no complete event."""
         buf = self._buf
         while True:
-            start = buf.find(START_CODE)
+            start = buf.find(START_CODE, pos)
             if start < 0:
                 # keep a trailing 00 in case it begins a start code
                 keep = 1 if buf.endswith(b"\x00") else 0
-                del buf[: len(buf) - keep]
-                return None
-            del buf[:start]
-            if len(buf) < 4:
-                return None
-            length, lcs = buf[2], buf[3]
+                return None, max(pos, len(buf) - keep)
+            pos = start
+            if len(buf) - pos < 4:
+                return None, pos
+            length, lcs = buf[pos + 2], buf[pos + 3]
             if length == 0x00 and lcs == 0xFF:
-                del buf[:4]
-                return Ack()
+                return Ack(), pos + 4
             if length == 0xFF and lcs == 0x00:
-                del buf[:4]
-                return Nack()
+                return Nack(), pos + 4
             if length == 0xFF and lcs == 0xFF:
-                if len(buf) < 7:
-                    return None
-                hi, lo, xlcs = buf[4], buf[5], buf[6]
+                if len(buf) - pos < 7:
+                    return None, pos
+                hi, lo, xlcs = buf[pos + 4], buf[pos + 5], buf[pos + 6]
                 if (hi + lo + xlcs) & 0xFF:
-                    del buf[:2]  # not a real start code: look further
+                    pos += 2  # not a real start code: look further
                     continue
                 size, header = hi << 8 | lo, 7
             else:
                 if (length + lcs) & 0xFF:
-                    del buf[:2]
+                    pos += 2
                     continue
                 size, header = length, 4
             if size == 0:
-                del buf[:header]
+                pos += header
                 continue
-            if len(buf) < header + size + 1:
-                return None
-            body = bytes(buf[header:header + size])
-            dcs = buf[header + size]
-            del buf[: header + size + 1]
+            end = pos + header + size
+            if len(buf) < end + 1:
+                return None, pos
+            body = bytes(buf[pos + header:end])
+            dcs = buf[end]
             if (sum(body) + dcs) & 0xFF:
-                return BadChecksum()
+                return BadChecksum(), end + 1
             if body[0] == TFI_ERROR:
-                return ErrorFrame()
-            return Frame(body[0], body[1:])
+                return ErrorFrame(), end + 1
+            return Frame(body[0], body[1:]), end + 1

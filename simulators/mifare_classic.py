@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 from typing import Literal
 
 from protocol.card_format import decode_value_block, encode_value_block
@@ -79,6 +80,29 @@ class _Uid(bytes):
         with self._card._lock:
             self._card._need_field()
             return bytes(self)
+
+
+class CardDumpError(ValueError):
+    """A dump file that is not a MIFARE Classic 1K image (wrong size, unreadable)."""
+
+
+def load_dump(path: Path) -> MifareClassic1K:
+    """The card in the ``.mfd`` dump at ``path``; :class:`CardDumpError` when it is not one.
+
+    The size is checked before reading, so pointing it at a huge file (or a device)
+    costs nothing."""
+    try:
+        if not path.is_file():
+            raise CardDumpError(f"{path}: not a file")
+        size = path.stat().st_size
+        if size != SIZE:
+            raise CardDumpError(f"{path}: a MIFARE Classic 1K dump is {SIZE} bytes, "
+                                f"this file is {size}")
+        with path.open("rb") as f:
+            data = f.read(SIZE + 1)
+    except OSError as exc:
+        raise CardDumpError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return MifareClassic1K.from_mfd(data)
 
 
 def _bcc(uid4: bytes) -> int:
@@ -147,7 +171,7 @@ class MifareClassic1K:
         """
         data = bytes(data)
         if len(data) != SIZE:
-            raise ValueError(f"an .mfd dump of a 1K card is {SIZE} bytes, got {len(data)}")
+            raise CardDumpError(f"a MIFARE Classic 1K dump is {SIZE} bytes, got {len(data)}")
         uid = data[0:4] if data[4] == _bcc(data[0:4]) else data[0:7]
         return cls(uid, data, magic=magic)
 

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from simulators.card_field import CardField
-from simulators.mifare_classic import MifareClassic1K
+from simulators.mifare_classic import MifareClassic1K, load_dump
 
 
 def load_card(dump: Path) -> MifareClassic1K:
-    return MifareClassic1K.from_mfd(dump.read_bytes())
+    """The card in ``dump``; :class:`~simulators.mifare_classic.CardDumpError` if it is none."""
+    return load_dump(dump)
 
 
 def run_pcsc(dump: Path, *, port: int, say: Callable[[str], None], stop: threading.Event,

@@ -195,8 +195,10 @@ def _post(hq_url: str, path: str, body: dict[str, Any], ca_file: Path | None,
             detail = json.loads(exc.read())
         except ValueError:
             detail = {}
-        if isinstance(detail, dict) and "error" in detail:
-            raise EnrolmentFailed(f"HQ refused: {detail.get('message')}", detail["error"]) from None
+        if isinstance(detail, dict) and isinstance(detail.get("code"), str):
+            # problem details (RFC 9457, docs/api.md): "code" is the problem type's name
+            code = detail["code"].replace("-", "_")
+            raise EnrolmentFailed(f"HQ refused: {str(detail.get('detail'))[:300]}", code) from None
         raise EnrolmentFailed(f"HQ refused the request (HTTP {exc.code}): "
                               f"{str(detail.get('detail', ''))[:300]}", f"http_{exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:

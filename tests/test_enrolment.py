@@ -132,7 +132,7 @@ def test_tokens_need_an_operator(hq: HQ):
         assert client.post("/v1/enrolment-tokens", json=body).status_code == 401
     with hq.http(auth=("admin", "wrong password!!")) as client:
         r = client.post("/v1/enrolment-tokens", json=body)
-    assert r.status_code == 401 and r.json()["error"] == "not_authenticated"
+    assert r.status_code == 401 and r.json()["code"] == "not-authenticated"
     with hq.http(auth=("nobody", PASSWORD)) as client:
         assert client.post("/v1/enrolment-tokens", json=body).status_code == 401
     with hq.http() as client:

@@ -2,9 +2,10 @@
 
 Terminals authenticate with what they hold: a one-time token to enrol, their current
 signing key to roll keys. Operators authenticate with HTTP Basic over TLS against
-:mod:`hq_server.operators` (argon2id). Errors are JSON ``{"error": code, "message":
-words}`` with a status a client can act on; nothing secret (tokens, keys, passwords)
-is ever logged: tokens travel in request bodies, never in URLs.
+:mod:`hq_server.operators` (argon2id). Every error is problem details (RFC 9457,
+:mod:`hq_server.api.problems`, ``docs/api.md``) with a status a client can act on;
+nothing secret (tokens, keys, passwords) is ever logged or echoed: tokens travel in
+request bodies, never in URLs.
 """
 
 # No "from __future__ import annotations": FastAPI resolves the dependency annotations
@@ -14,12 +15,12 @@ import secrets
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from hq_server.api import problems
 from hq_server.enrolment import (
     MAX_CSR_BYTES,
     BrokerAddress,
@@ -36,16 +37,6 @@ from hq_server.supervision import hq_health
 
 HEX_KEY = r"^[0-9a-fA-F]{64}$"
 
-STATUS_FOR = {
-    "bad_request": 400,
-    "unknown_token": 404,
-    "token_used": 409,
-    "token_expired": 410,
-    "unknown_device": 404,
-    "revoked": 403,
-    "bad_signature": 403,
-    "not_authenticated": 401,
-}
 
 
 class TokenRequest(BaseModel):
@@ -109,25 +100,18 @@ class DeviceOut(BaseModel):
     contiguous_through: int
 
 
-class ErrorOut(BaseModel):
-    error: str
-    message: str
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 410)}
-
-
 def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress) -> FastAPI:
     app = FastAPI(title="OneCard HQ", version="1",
                   description="HQ's API for terminals (enrolment) and operators.")
     basic = HTTPBasic(auto_error=False, realm="OneCard HQ")
+    problems.install(app)
 
     @app.exception_handler(EnrolmentError)
-    async def _refused(_request: Request, exc: EnrolmentError) -> JSONResponse:
+    async def _refused(request: Request, exc: EnrolmentError):
+        code = exc.code.replace("_", "-")
         headers = {"WWW-Authenticate": 'Basic realm="OneCard HQ"'} if exc.code == "not_authenticated" else None
-        return JSONResponse({"error": exc.code, "message": exc.message},
-                            status_code=STATUS_FOR.get(exc.code, 400), headers=headers)
+        return problems.problem(code if code in problems.TYPES else "bad-request", exc.message,
+                                request.url.path, headers=headers)
 
     def operator(creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> Operator:
         if creds is None:
@@ -150,7 +134,7 @@ def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress
         return JSONResponse(figures, status_code=200 if figures["ok"] else 503)
 
     @app.post("/v1/enrolment-tokens", response_model=TokenResponse, status_code=201,
-              tags=["operators"], responses=ERRORS)
+              tags=["operators"])
     def new_token(body: TokenRequest, who: Annotated[Operator, Depends(operator)]) -> TokenResponse:
         """Create a one-time enrolment token for a terminal of a store and role."""
         issued = create_token(engine, body.store, body.role, who.username,
@@ -158,15 +142,13 @@ def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress
         return TokenResponse(token=issued.token, store=issued.store, role=issued.role,
                              expires_at_ms=issued.expires_at_ms)
 
-    @app.post("/v1/enrol", response_model=EnrolResponse, status_code=201, tags=["terminals"],
-              responses=ERRORS)
+    @app.post("/v1/enrol", response_model=EnrolResponse, status_code=201, tags=["terminals"])
     def enrol_device(body: EnrolRequest) -> EnrolResponse:
         """Enrol a terminal: token + signing public key + CSR → identity and certificate."""
         return EnrolResponse(**enrol(engine, authority, broker, body.token, body.public_key,
                                      body.csr).to_json())
 
-    @app.post("/v1/devices/{device_id}/roll", response_model=EnrolResponse, tags=["terminals"],
-              responses=ERRORS)
+    @app.post("/v1/devices/{device_id}/roll", response_model=EnrolResponse, tags=["terminals"])
     def roll(device_id: str, body: RollRequest) -> EnrolResponse:
         """Replace the device's keys; signed with its current key. Old ones die at once."""
         return EnrolResponse(**roll_keys(
@@ -174,7 +156,7 @@ def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress
             body.issued_at_ms, body.signature).to_json())
 
     @app.post("/v1/devices/{device_id}/revoke", response_model=RevokeResponse,
-              tags=["operators"], responses=ERRORS)
+              tags=["operators"])
     def revoke(device_id: str, body: RevokeRequest,
                who: Annotated[Operator, Depends(operator)]) -> RevokeResponse:
         """Revoke a device: the broker refuses it, HQ quarantines its records."""
@@ -182,8 +164,7 @@ def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress
         return RevokeResponse(device_id=device_id, status="revoked",
                               revoked_certificates=[str(s) for s in serials])
 
-    @app.get("/v1/devices", response_model=list[DeviceOut], tags=["operators"],
-             responses=ERRORS)
+    @app.get("/v1/devices", response_model=list[DeviceOut], tags=["operators"])
     def list_devices(_who: Annotated[Operator, Depends(operator)]) -> list[DeviceOut]:
         with engine.connect() as conn:
             rows = conn.execute(select(devices).order_by(devices.c.device_id)).mappings()

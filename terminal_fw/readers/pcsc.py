@@ -98,6 +98,8 @@ class PcscMifareLink:
         data = self._command(apdu.get_uid(), "get UID")
         if not data:
             raise CardRemoved("the reader returned no UID")
+        if len(data) not in (4, 7, 10):
+            raise ReaderError(f"the reader returned a {len(data)}-byte UID (4, 7 or 10 expected)")
         self._uid = data
 
     # --- MifareClassicLink -----------------------------------------------------------
@@ -190,7 +192,10 @@ class PcscMifareLink:
 
     def read_value(self, block: int) -> int:
         """The value of a value block (``FF B1``), already in host order."""
-        return apdu.decode_value(self._command(apdu.read_value(block), f"read value {block}"))
+        try:
+            return apdu.decode_value(self._command(apdu.read_value(block), f"read value {block}"))
+        except apdu.ApduError as exc:
+            raise ReaderError(f"read value {block}: {exc}") from None
 
     def transmit(self, command: bytes) -> bytes:
         """Send one raw APDU; returns data + status word (for tools and the bench)."""

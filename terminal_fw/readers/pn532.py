@@ -231,8 +231,13 @@ class Pn532:
         if not answer or answer[0] == 0:
             return None
         # NbTg, Tg, SENS_RES(2), SEL_RES, NFCIDLength, NFCID...
+        if len(answer) < 6:
+            raise ReaderError(f"InListPassiveTarget answer too short ({answer.hex()})")
         tg, atqa, sak, uid_len = answer[1], answer[2:4], answer[4], answer[5]
         uid = answer[6:6 + uid_len]
+        if uid_len not in (4, 7, 10) or len(uid) != uid_len:
+            raise ReaderError(f"InListPassiveTarget answer with a {uid_len}-byte UID "
+                              f"field holding {len(uid)} bytes: not a type A card")
         return Pn532MifareLink(self, tg, uid, atqa, sak)
 
     def release(self) -> None:

@@ -28,6 +28,13 @@ from protocol.mifare import ReaderUnavailable
 log = logging.getLogger(__name__)
 
 STX, ETX = 0x02, 0x03
+#: The longest line a reader may send (a member QR code is far shorter). A longer run of
+#: bytes with no line end is line noise or an attack on memory: it is dropped up to the
+#: next line end, so the buffer never holds more than this.
+MAX_LINE = 4096
+RDM6300_FRAME = 14
+_HEX = frozenset("0123456789abcdefABCDEF")
+_DIGITS = frozenset("0123456789")
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,9 @@ class UidRead:
 def parse_em4100(text: str) -> str | None:
     """The tag number in a line from an ID-card reader, or None if it is not one."""
     text = text.strip()
-    if len(text) == 10 and text.isdigit():
+    if len(text) == 10 and set(text) <= _DIGITS:  # ASCII only: str.isdigit() takes "١"
         return text
-    if len(text) == 10 and all(c in "0123456789abcdefABCDEF" for c in text):
+    if len(text) == 10 and set(text) <= _HEX:
         return text.upper()
     return None
 
@@ -51,12 +58,10 @@ def parse_rdm6300(frame: bytes) -> str | None:
     """``02 + 10 hex + 2 hex checksum + 03`` → the 10 hex digits, or None if damaged."""
     if len(frame) != 14 or frame[0] != STX or frame[-1] != ETX:
         return None
-    try:
-        body = frame[1:11].decode("ascii")
-        tag = bytes.fromhex(body)
-        check = int(frame[11:13].decode("ascii"), 16)
-    except ValueError:
-        return None
+    body, check_hex = frame[1:11].decode("latin-1"), frame[11:13].decode("latin-1")
+    if not set(body) <= _HEX or not set(check_hex) <= _HEX:
+        return None  # fromhex() and int() would also take spaces and signs
+    tag, check = bytes.fromhex(body), int(check_hex, 16)
     x = 0
     for b in tag:
         x ^= b
@@ -74,6 +79,7 @@ class SerialUidReader:
         self.baudrate = baudrate
         self._serial: serial.Serial | None = None
         self._buf = bytearray()
+        self._skipping = False  # dropping an over-long line up to its end
 
     def open(self) -> SerialUidReader:
         try:
@@ -102,9 +108,9 @@ class SerialUidReader:
             got = self._take()
             if got is not None:
                 return got
-            if time.monotonic() >= deadline:
-                return None
             try:
+                if time.monotonic() >= deadline and not self._serial.in_waiting:
+                    return None  # what has arrived is read first, even at timeout 0
                 data = self._serial.read(max(1, self._serial.in_waiting))
             except (serial.SerialException, OSError) as exc:
                 raise ReaderUnavailable(f"reading {self.port_name}: {exc}") from exc
@@ -113,18 +119,35 @@ class SerialUidReader:
     def _take(self) -> UidRead | None:
         while True:
             buf = self._buf
-            if self.kind == "em4100" and buf[:1] == bytes([STX]):
-                end = buf.find(bytes([ETX]))
-                if end < 0:
+            if self._skipping:
+                cuts = [i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0]
+                if not cuts:
+                    buf.clear()
                     return None
+                del buf[:min(cuts) + 1]
+                self._skipping = False
+                continue
+            if self.kind == "em4100" and buf[:1] == bytes([STX]):
+                end = buf.find(bytes([ETX]), 0, RDM6300_FRAME)
+                if end < 0:
+                    if len(buf) < RDM6300_FRAME:
+                        return None
+                    log.info("dropped an ID-reader frame with no end (%d bytes)", len(buf))
+                    del buf[:1]  # resynchronise after the false STX
+                    continue
                 frame, self._buf = bytes(buf[:end + 1]), buf[end + 1:]
                 value = parse_rdm6300(frame)
                 if value is not None:
                     return UidRead(self.kind, value, time.perf_counter())
                 log.info("dropped a damaged ID-reader frame %r", frame)
                 continue
-            cuts = [i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0]
+            cuts = [i for i in (buf.find(b"\r", 0, MAX_LINE + 1), buf.find(b"\n", 0, MAX_LINE + 1))
+                    if i >= 0]
             if not cuts:
+                if len(buf) > MAX_LINE:
+                    log.info("dropped a line longer than %d bytes", MAX_LINE)
+                    buf.clear()
+                    self._skipping = True
                 return None
             cut = min(cuts)
             line, self._buf = bytes(buf[:cut]), buf[cut + 1:]
