@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hq_server.denylist import publish_denylist
-from hq_server.supervision import Component
+from hq_server.process.supervision import Component
 from protocol.fleet import (
     ALL_COMMAND_RESULTS,
     ALL_CONFIG_REPORTS,
@@ -116,7 +116,7 @@ class FleetService:
         self.client.loop_stop()
 
     def component(self) -> Component:
-        """The service as a supervised component (see hq_server.supervision).
+        """The service as a supervised component (see hq_server.process.supervision).
 
         Restarted when it dies, never fatal at once: it keeps no state a restart loses
         (results and reports are conveniences; requests are answered as they come).
@@ -183,6 +183,17 @@ class FleetService:
     def result(self, command_id: str, timeout: float) -> CommandResult | None:
         self.wait(lambda: command_id in self.results, timeout)
         return self.results.get(command_id)
+
+    def wait_for_report(self, device_id: str, version: int,
+                        timeout: float) -> ConfigReport | None:
+        """The terminal's report once it applied or refused ``version`` (or a later one);
+        None when it has not said so within ``timeout`` seconds (an offline terminal takes
+        the retained config when it connects)."""
+        def reported() -> bool:
+            report = self.reports.get(device_id)
+            return report is not None and (report.version >= version
+                                           or report.refused_version >= version)
+        return self.reports[device_id] if self.wait(reported, timeout) else None
 
     # --- answering -----------------------------------------------------------------------
     #

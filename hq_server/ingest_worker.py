@@ -31,10 +31,11 @@ from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
 from hq_server.denylist import denylist_delta, denylist_snapshot, publish_denylist
-from hq_server.ingest import BatchResult, Ingest, Prepared, gap_report
+from hq_server.ingest import BatchResult, Ingest, Prepared, QuarantineLimits, gap_report
 from hq_server.presence import UnknownDevice, record_presence
+from hq_server.process.supervision import Component, Supervisor
 from hq_server.reconciliation import ReconcileConfig, reconcile_due
-from hq_server.supervision import EXIT_FAILED, Component, Supervisor
+from hq_server.record_rules import RulesConfig
 from protocol.topics import (
     ALL_PRESENCE,
     ALL_RECORDS_SHARED,
@@ -53,9 +54,11 @@ class IngestWorker:
                  reconcile_every: float | None = 2.0,
                  reconcile_config: ReconcileConfig | None = None,
                  rerequest_every: float | None = 10.0, presence: bool = True,
-                 denylist_every: float | None = 1.0) -> None:
+                 denylist_every: float | None = 1.0, rules: RulesConfig | None = None,
+                 quarantine_limits: QuarantineLimits | None = None) -> None:
         self.engine = engine
-        self.ingest = Ingest(engine, verify_threads=verify_threads)
+        self.ingest = Ingest(engine, verify_threads=verify_threads, rules=rules,
+                             quarantine_limits=quarantine_limits)
         self.reconcile_every = reconcile_every
         self.reconcile_config = reconcile_config or ReconcileConfig()
         self.rerequest_every = rerequest_every
@@ -132,7 +135,7 @@ class IngestWorker:
         return self
 
     def components(self) -> list[Component]:
-        """The worker's threads, each restarted when it dies (see hq_server.supervision).
+        """The worker's threads, each restarted when it dies (see hq_server.process.supervision).
 
         None is fatal at its first death: the checking stage holds nothing durable, the
         commit stage acknowledges only committed batches (a batch lost in a crash is
@@ -307,15 +310,3 @@ class IngestWorker:
                 publish_denylist(self.client, denylist_delta(self.engine, self._denylist_sent),
                                  snapshot)
             self._denylist_sent = snapshot.version
-
-    def run_forever(self, supervisor: Supervisor | None = None) -> int:
-        """Run until stopped; the exit status (non-zero when the supervisor gave up)."""
-        self.start(supervisor)
-        if supervisor is not None:
-            supervisor.start()
-        try:
-            while not self._stop.is_set() and not self.supervisor.failed.is_set():
-                self.supervisor.failed.wait(0.5)
-        finally:
-            self.stop()
-        return EXIT_FAILED if self.supervisor.failed.is_set() else 0

@@ -353,7 +353,7 @@ card_spend = Table(
 )
 
 
-# Written by each HQ process's supervisor (hq_server.supervision), read by `hq status`
+# Written by each HQ process's supervisor (hq_server.process.supervision), read by `hq status`
 # and GET /health from other processes: one row per (process, component), overwritten
 # at every beat. Not ledger data: rows of a retired worker may be deleted.
 component_health = Table(

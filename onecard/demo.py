@@ -317,6 +317,13 @@ def run_demo(config: DemoConfig) -> dict:
     }
 
 
+def figures_add_up(report: dict) -> bool:
+    """The demo's promise: every record made is in HQ's ledger, the ledger balances, and
+    no terminal holds anything back (outage and all)."""
+    return (report["records_made"] == report["records_ledgered"] and report["ledger_balanced"]
+            and all(d["backlog"] == 0 for d in report["devices"].values()))
+
+
 class _LiveView:
     """A live table of the fleet in the terminal (rich)."""
 

@@ -38,6 +38,7 @@ from cryptography.x509.oid import NameOID
 from protocol.enrolment import ENROL_PATH, roll_message, roll_path
 from protocol.topics import DEVICE_ID
 from terminal_fw.identity import IDENTITY_FILE, KEY_FILE, write_private
+from terminal_fw.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +229,21 @@ def enroll(hq_url: str, token: str, secrets_dir: Path, *, ca_file: Path | None =
     return load_enrolment(secrets)
 
 
-def roll_keys(hq_url: str, secrets_dir: Path, *, ca_file: Path | None = None,
-              timeout: float = 30.0) -> Enrolled:
+def roll_keys(hq_url: str, secrets_dir: Path, *, outbox: Outbox | None = None,
+              ca_file: Path | None = None, timeout: float = 30.0) -> Enrolled:
     """Replace the signing key and the MQTT key; HQ revokes the old ones at once.
 
-    Records signed with the old key must be acknowledged by HQ first: the caller checks
-    the outbox is empty (``onecard terminal roll-keys`` does).
+    Refused (``EnrolmentFailed`` with code ``records_waiting``) while ``outbox`` holds
+    records HQ has not acknowledged: they are signed with the current key, and once HQ
+    revoked it they would be refused and their value lost to the ledger. Leave
+    ``outbox`` out only for a terminal that has made no record yet.
     """
+    waiting = outbox.backlog() if outbox is not None else 0
+    if waiting:
+        raise EnrolmentFailed(
+            f"{waiting} records still wait for HQ's ack; they are signed with the current "
+            "key and HQ would refuse them after the roll. Let the uplink drain first.",
+            "records_waiting")
     current = load_enrolment(secrets_dir)
     secrets = current.secrets_dir
     old = serialization.load_pem_private_key((secrets / KEY_FILE).read_bytes(), None)

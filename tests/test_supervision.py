@@ -14,8 +14,8 @@ from sqlalchemy import update
 from hq_server.api.app import create_app
 from hq_server.enrolment import BrokerAddress
 from hq_server.ingest_worker import IngestWorker
+from hq_server.process.supervision import EXIT_FAILED, Component, Supervisor, hq_health
 from hq_server.schema import component_health, open_engine
-from hq_server.supervision import EXIT_FAILED, Component, Supervisor, hq_health
 from onecard.cli import main
 from tests.fleet import wait_for
 

@@ -33,8 +33,8 @@ from hq_server.enrolment import (
     roll_keys,
 )
 from hq_server.operators import AuthenticationFailed, Operator, authenticate
+from hq_server.process.supervision import hq_health
 from hq_server.schema import devices
-from hq_server.supervision import hq_health
 
 HEX_KEY = r"^[0-9a-fA-F]{64}$"
 

@@ -4,7 +4,7 @@ Revision ID: 0006_component_health
 Revises: 0005_record_rules
 Create Date: 2026-12-10
 
-Each HQ process's supervisor (``hq_server/supervision.py``) overwrites one row per
+Each HQ process's supervisor (``hq_server/process/supervision.py``) overwrites one row per
 component at every beat; other processes read them.
 """
 

@@ -1,0 +1,28 @@
+"""``onecard hq``: HQ's commands, one module per part of HQ they work on.
+
+* :mod:`.process` — running HQ (``run``, ``ingest``, ``serve-api``), ``status``, ``migrate``
+* :mod:`.ledger` — ``verify-ledger``, ``reverse``, ``settlement``, ``reconcile``, ``anomalies``
+* :mod:`.cards` — ``denylist`` (挂失), ``uid-credential``
+* :mod:`.devices` — the device registry and the fleet: ``add-device``, ``list-devices``,
+  ``enrolment-token``, ``revoke-device``, ``fleet``, ``push-config``, ``command``
+* :mod:`.catalogue` — ``catalogue``, and ``rules`` (records that broke them)
+* :mod:`.operators` — ``create-admin``
+"""
+
+from __future__ import annotations
+
+import click
+
+from onecard.cli.hq import cards, catalogue, devices, ledger, operators, process
+
+
+@click.group("hq",
+              short_help="HQ: run it; ledger, cards, devices, catalogue, operators.")
+def group() -> None:
+    """HQ: run ingest, the fleet service and the API; the ledger, cards, devices,
+    catalogue and operators."""
+
+
+for _module in (process, ledger, cards, devices, catalogue, operators):
+    for _command in _module.COMMANDS:
+        group.add_command(_command)

@@ -1,0 +1,113 @@
+"""Cards at HQ: the denylist (挂失) and UID-only credentials (ID cards, QR codes)."""
+
+from __future__ import annotations
+
+import click
+
+from onecard.cli.options import db_option, optional_when_ms
+from protocol.money import MAX_FEN
+
+
+@click.command("denylist")
+@db_option
+@click.argument("action", type=click.Choice(["show", "add", "remove"]))
+@click.argument("card_id", required=False)
+@click.option("--reason", default="", help="Why (add/remove), e.g. 'reported lost'.")
+@click.option("--since", default=None, help="When the card stopped being good (add).")
+def hq_denylist(db: str, action: str, card_id: str | None, reason: str, since: str | None) -> None:
+    """Show or change the denylist (挂失); running workers send changes to terminals."""
+    from hq_server.denylist import (
+        DenylistError,
+        add_to_denylist,
+        denylist_snapshot,
+        remove_from_denylist,
+    )
+    from hq_server.schema import open_engine
+
+    since_ms = optional_when_ms(since, "--since")
+    engine = open_engine(db)
+    try:
+        if action == "add":
+            change = add_to_denylist(engine, card_id or "", reason, effective_at_ms=since_ms)
+            click.echo(f"denylist version {change.version}")
+        elif action == "remove":
+            click.echo(f"denylist version {remove_from_denylist(engine, card_id or '', reason).version}")
+        else:
+            snap = denylist_snapshot(engine)
+            for e in snap.cards:
+                click.echo(f"{e.card_id:<16} {e.reason}")
+            click.echo(f"version {snap.version}, {len(snap.cards)} cards")
+    except DenylistError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group("uid-credential")
+def hq_uid_credential() -> None:
+    """UID-only credentials (EM4100 ID cards, QR codes) that HQ approves online.
+
+    A terminal that reads such a credential asks HQ; HQ approves it only if it is
+    registered here, active, within its dates, for an allowed purpose and amount."""
+
+
+@hq_uid_credential.command("add")
+@db_option
+@click.argument("kind", type=click.Choice(["em4100", "qr"]))
+@click.argument("credential")
+@click.option("--holder", required=True, help="Whose it is: the member number or ticket reference.")
+@click.option("--purpose", "purposes", multiple=True, default=("visit",), show_default=True,
+              help="A use it may be approved for; repeat for several.")
+@click.option("--max-amount-fen", type=click.IntRange(0, MAX_FEN), default=0, show_default=True,
+              help="Most money one use may take, in fen (0: visits only).")
+@click.option("--valid-from", default=None, help="First moment it is good: ISO date/time (UTC) or epoch ms.")
+@click.option("--valid-to", default=None, help="Moment it stops being good: ISO date/time (UTC) or epoch ms.")
+def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
+                          purposes: tuple[str, ...], max_amount_fen: int,
+                          valid_from: str | None, valid_to: str | None) -> None:
+    """Register CREDENTIAL (the ID card's number or the QR code's text) for a holder."""
+    from hq_server.schema import open_engine
+    from hq_server.uid_credentials import UidCredentialError, add_credential
+
+    from_ms = optional_when_ms(valid_from, "--valid-from")
+    to_ms = optional_when_ms(valid_to, "--valid-to")
+    try:
+        c = add_credential(open_engine(db), kind, credential, holder, purposes=purposes,
+                           max_amount_fen=max_amount_fen, valid_from_ms=from_ms,
+                           valid_to_ms=to_ms)
+    except UidCredentialError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{c.kind}:{c.credential} registered for {c.holder}")
+
+
+@hq_uid_credential.command("revoke")
+@db_option
+@click.argument("kind", type=click.Choice(["em4100", "qr"]))
+@click.argument("credential")
+def hq_uid_credential_revoke(db: str, kind: str, credential: str) -> None:
+    """Stop CREDENTIAL being approved online (use `hq denylist add` for a lost card)."""
+    from hq_server.schema import open_engine
+    from hq_server.uid_credentials import UidCredentialError, revoke_credential
+
+    try:
+        revoke_credential(open_engine(db), kind, credential)
+    except UidCredentialError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{kind}:{credential.strip()} revoked")
+
+
+@hq_uid_credential.command("list")
+@db_option
+@click.option("--holder", default=None, help="Only this holder's credentials.")
+def hq_uid_credential_list(db: str, holder: str | None) -> None:
+    """Registered UID credentials with their status, purposes and limits."""
+    from hq_server.schema import open_engine
+    from hq_server.uid_credentials import list_credentials
+
+    rows = list_credentials(open_engine(db), holder)
+    for c in rows:
+        click.echo(f"{c.kind + ':' + c.credential:<32} {c.holder:<16} {c.status:<8} "
+                   f"{','.join(c.purposes):<12} max {c.max_amount_fen} fen "
+                   f"from {c.valid_from_ms or '-'} to {c.valid_to_ms or '-'}")
+    click.echo(f"{len(rows)} credentials")
+
+
+COMMANDS = [hq_denylist, hq_uid_credential]

@@ -1,0 +1,206 @@
+"""The device registry and the fleet: register, enrol and revoke terminals, see their
+presence, push their config and send them commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+from onecard.cli.options import (
+    MAX_DOCUMENT_BYTES,
+    BoundedFloat,
+    db_option,
+    operator_name,
+    site_option,
+)
+
+ROLES = click.Choice(["gate", "handheld", "kiosk"])
+
+
+@click.command("add-device")
+@db_option
+@click.option("--device-id", required=True, help="The terminal's id, e.g. gate-01.")
+@click.option("--public-key", required=True, help="Its Ed25519 public key, 64 hex digits.")
+@click.option("--store", required=True, help="The store the terminal belongs to.")
+@click.option("--role", default="gate", show_default=True, type=ROLES)
+def hq_add_device(db: str, device_id: str, public_key: str, store: str, role: str) -> None:
+    """Register a terminal so HQ accepts the records it signs."""
+    from hq_server.devices import RegistryError, add_device
+    from hq_server.schema import open_engine
+
+    try:
+        add_device(open_engine(db), device_id, public_key, store, role)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"registered {device_id} ({role}) for store {store}")
+
+
+@click.command("list-devices")
+@db_option
+def hq_list_devices(db: str) -> None:
+    """List registered terminals with their ingest progress."""
+    from hq_server.devices import list_devices
+    from hq_server.schema import open_engine
+
+    for d in list_devices(open_engine(db)):
+        click.echo(f"{d['device_id']:<20} {d['role']:<9} {d['store']:<12} {d['status']:<8} "
+                   f"acked through #{d['contiguous_through']}")
+
+
+@click.command("enrolment-token")
+@db_option
+@click.option("--store", required=True)
+@click.option("--role", required=True, type=ROLES)
+@click.option("--ttl-hours", type=BoundedFloat(0, 24 * 366, low_open=True), default=24.0,
+              show_default=True, help="How long the token stays good (at most a year).")
+@click.option("--operator", "created_by", default=operator_name,
+              help="Recorded as the token's creator.")
+def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created_by: str) -> None:
+    """Create a one-time enrolment token and print it (it is shown only this once)."""
+    from hq_server.enrolment import EnrolmentError, create_token
+    from hq_server.schema import open_engine
+
+    try:
+        issued = create_token(open_engine(db), store, role, created_by,
+                              dt.timedelta(hours=ttl_hours))
+    except EnrolmentError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(issued.token)
+
+
+@click.command("revoke-device")
+@db_option
+@site_option
+@click.argument("device_id")
+@click.option("--reason", required=True, help="Why, for the device's history.")
+def hq_revoke_device(db: str, site_root: Path, device_id: str, reason: str) -> None:
+    """Revoke a terminal: the broker refuses it and HQ quarantines its records."""
+    from hq_server.enrolment import EnrolmentError, revoke_device
+    from hq_server.schema import open_engine
+    from onecard.site import device_authority
+
+    try:
+        serials = revoke_device(open_engine(db), device_authority(site_root), device_id,
+                                operator_name(), reason)
+    except EnrolmentError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{device_id} revoked; certificates on the CRL: {len(serials)}")
+
+
+@click.command("fleet")
+@db_option
+def hq_fleet(db: str) -> None:
+    """Terminals with their presence: online, last seen, backlog, versions."""
+    from hq_server.presence import fleet_presence
+    from hq_server.schema import open_engine
+
+    for device_id, p in fleet_presence(open_engine(db)).items():
+        state = "online" if p["online"] else f"offline ({p['offline_reason'] or 'never seen'})"
+        click.echo(f"{device_id:<16} {state:<22} sw {p['software_version'] or '-':<10} "
+                   f"outbox {p['outbox_depth'] if p['outbox_depth'] is not None else '-':<6} "
+                   f"HQ behind by {p['upload_backlog']}")
+
+
+def _fleet_client(site_root: Path, broker_host: str):
+    """A fleet client on the site's broker; the site and its broker checked first, so a
+    wrong folder or a broker that is down is one line, not a paho timeout."""
+    from onecard.site import SiteUnusable, check_broker, fleet_client
+
+    try:
+        check_broker(site_root, broker_host)
+    except SiteUnusable as exc:
+        raise click.ClickException(str(exc)) from None
+    return fleet_client(site_root, broker_host)
+
+
+def _read_document(document) -> dict:
+    raw = document.read(MAX_DOCUMENT_BYTES + 1)
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise click.ClickException(f"document too large (over {MAX_DOCUMENT_BYTES} bytes)")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise click.ClickException("not JSON we accept: nested too deeply") from None
+    except ValueError as exc:
+        raise click.ClickException(f"not JSON: {exc}") from None
+
+
+@click.command("push-config")
+@site_option
+@click.option("--device", "device_id", required=True, help="The terminal's device id.")
+@click.option("--broker-host", default="127.0.0.1", show_default=True)
+@click.option("--wait", type=BoundedFloat(0, 3600), default=15.0, show_default=True,
+              help="Seconds to wait for the terminal's report (0: do not wait).")
+@click.argument("document", type=click.File("rb"))
+def hq_push_config(site_root: Path, device_id: str, broker_host: str, wait: float,
+                   document) -> None:
+    """Make DOCUMENT (JSON) the terminal's desired config; print what it reports."""
+    from protocol.terminal_config import ConfigError
+
+    doc = _read_document(document)
+    fleet = _fleet_client(site_root, broker_host)
+    try:
+        try:
+            version = fleet.publish_config(device_id, doc)
+        except ConfigError as exc:
+            raise click.ClickException(f"config refused before sending: {exc}") from None
+        if not wait:
+            return
+        report = fleet.wait_for_report(device_id, version, wait)
+        if report is None:
+            click.echo(f"version {version} published; {device_id} has not reported it yet "
+                       "(offline terminals take it when they connect)", err=True)
+            return
+        click.echo(report.to_json().decode())
+        if report.version < version:
+            raise click.ClickException(f"{device_id} refused version {version}: {report.error}")
+    finally:
+        fleet.stop()
+
+
+def _command_args(items: tuple[str, ...]) -> dict:
+    """``KEY=JSON`` pairs; a value that is not JSON is taken as a string."""
+    parsed = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key or not eq:
+            raise click.BadParameter(f"{item[:40]!r} is not KEY=VALUE", param_hint="--arg")
+        try:
+            parsed[key] = json.loads(value)
+        except RecursionError:
+            raise click.BadParameter("value nested too deeply", param_hint="--arg") from None
+        except ValueError:
+            parsed[key] = value
+    return parsed
+
+
+@click.command("command")
+@site_option
+@click.option("--device", "device_id", required=True, help="The terminal's device id.")
+@click.option("--broker-host", default="127.0.0.1", show_default=True)
+@click.option("--arg", "args", multiple=True, help="KEY=JSON value, e.g. on=true (repeatable).")
+@click.option("--wait", type=BoundedFloat(0, 3600), default=15.0, show_default=True,
+              help="Seconds to wait for the terminal's answer.")
+@click.argument("name", type=click.Choice(["sync_now", "reload_config", "open_gate",
+                                           "maintenance", "collect_logs"]))
+def hq_command(site_root: Path, device_id: str, broker_host: str, args: tuple[str, ...],
+               wait: float, name: str) -> None:
+    """Send a command to a terminal and print its answer."""
+    parsed = _command_args(args)
+    fleet = _fleet_client(site_root, broker_host)
+    try:
+        result = fleet.result(fleet.send_command(device_id, name, parsed), wait)
+    finally:
+        fleet.stop()
+    if result is None:
+        raise click.ClickException(f"{device_id} did not answer within {wait:g} s")
+    click.echo(result.to_json().decode())
+    if not result.ok:
+        raise click.ClickException(result.detail)
+
+
+COMMANDS = [hq_add_device, hq_list_devices, hq_enrolment_token, hq_revoke_device, hq_fleet,
+            hq_push_config, hq_command]

@@ -1,0 +1,69 @@
+"""``onecard sim``: simulated hardware behind the real stacks, for development and demos."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from onecard.cli.options import PORT
+
+
+@click.group("sim",
+              short_help="Simulated card readers (PC/SC via vpcd, PN532 on a pty).")
+def group() -> None:
+    """Simulated hardware behind the real stacks (PC/SC via vpcd, PN532 on a pty)."""
+
+
+def _run_until_interrupted(runner, **kwargs) -> None:
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops cleanly (and saves)
+        signal.signal(sig, lambda *_: stop.set())
+    runner(say=lambda m: click.echo(m, err=True), stop=stop, **kwargs)
+
+
+def _card_dump(ctx, param, dump: Path) -> Path:
+    """The dump file, checked to hold a 1K card; a usage error saying why if it does not."""
+    from simulators.mifare_classic import CardDumpError, load_dump
+
+    try:
+        load_dump(dump)
+        return dump
+    except CardDumpError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+card_dump = click.option("--card", "dump", required=True, callback=_card_dump,
+                         type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                         help="A 1024-byte MIFARE Classic 1K dump (.mfd).")
+save_option = click.option("--save", is_flag=True, help="Write the card back to the dump at exit.")
+
+
+@group.command("pcsc")
+@card_dump
+@save_option
+@click.option("--port", type=PORT, default=35963, show_default=True,
+              help="vpcd port (35963 = Virtual PCD 00 00, 35964 = 00 01).")
+@click.option("--model", type=click.Choice(["acr1252u", "acr122u"]), default="acr1252u",
+              show_default=True,
+              help="Reader model: acr1252u reads/writes up to 3 blocks per APDU (ACS "
+                   "Multiple Blocks Mode); acr122u one block per APDU.")
+def sim_pcsc(dump: Path, save: bool, port: int, model: str) -> None:
+    """A virtual PC/SC reader (through pcscd + vpcd) with the card from DUMP on it."""
+    from simulators.sim_runner import run_pcsc
+
+    _run_until_interrupted(run_pcsc, dump=dump, port=port, save=save,
+                           multi_block=model == "acr1252u")
+
+
+@group.command("pn532")
+@card_dump
+@save_option
+def sim_pn532(dump: Path, save: bool) -> None:
+    """An emulated PN532 on a pty with the card from DUMP in its field."""
+    from simulators.sim_runner import run_pn532
+
+    _run_until_interrupted(run_pn532, dump=dump, save=save)
