@@ -51,7 +51,10 @@ class HqProcess:
         self.engine = engine if engine is not None else open_engine(settings.database_url)
         self.say = say
         self.supervisor = Supervisor(settings.client_id,
-                                     engine=self.engine if settings.health_rows else None)
+                                     engine=self.engine if settings.health_rows else None,
+                                     beat_every=settings.beat_every_s,
+                                     max_restarts=settings.max_restarts,
+                                     window_s=settings.restart_window_s)
         self.ingest: IngestWorker | None = None
         self.fleet: FleetService | None = None
         self.api: ApiPart | None = None

@@ -107,6 +107,12 @@ class HqSettings:
     #: Write the parts' health rows (``hq status``, ``GET /health``). An API-only
     #: process leaves them off, so they keep describing the processes that ingest.
     health_rows: bool = True
+    #: Seconds between health rows.
+    beat_every_s: float = 2.0
+    #: A part that dies more than ``max_restarts`` times within ``restart_window_s``
+    #: seconds stops the process (a crash loop: systemd starts it afresh).
+    max_restarts: int = 5
+    restart_window_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not (self.ingest or self.fleet or self.api):

@@ -1,8 +1,9 @@
 """Supervision of HQ's threads, and the heartbeat that says which parts of HQ are alive.
 
-An HQ process (``onecard hq run`` / ``onecard hq ingest``) is several threads: paho's
-network loops, the ingest pipeline's two stages, the side loop (reconciliation, gap
-re-requests, the denylist broadcast) and the fleet service. A thread that dies quietly
+An HQ process (:class:`~hq_server.process.hq_process.HqProcess`: ``onecard hq run``,
+``hq ingest``, ``hq serve-api``) is several threads: paho's network loops, the ingest
+pipeline's two stages, the side loop (reconciliation, gap re-requests, the denylist
+broadcast), the fleet service and the API. A thread that dies quietly
 is the worst failure there is: the process stays up, so systemd restarts nothing, while
 records or UID answers stop for every terminal. So every thread runs under a
 :class:`Supervisor`:
