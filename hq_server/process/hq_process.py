@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
@@ -92,13 +93,22 @@ class HqProcess:
         return fleet
 
     def _connect_fleet(self) -> None:
-        """In the background: ingest must not wait for the fleet service's broker."""
-        assert self.fleet is not None
+        """In the background: ingest must not wait for the fleet service's broker, and
+        stopping HQ must not wait for it either."""
+        fleet = self.fleet
+        assert fleet is not None
         try:
-            self.fleet.start(timeout=FLEET_CONNECT_WAIT_S)
-            self.say("HQ fleet service answering UID authorisation and the clock")
-        except TimeoutError:  # paho keeps retrying, like the ingest worker
-            self.say("HQ fleet service: broker not reachable yet, retrying")
+            fleet.start(timeout=0)  # connects in the background from here on
+        except TimeoutError:
+            pass
+        deadline = time.monotonic() + FLEET_CONNECT_WAIT_S
+        while not self._stop_requested.is_set():
+            if fleet.connected.wait(0.2):
+                self.say("HQ fleet service answering UID authorisation and the clock")
+                return
+            if time.monotonic() > deadline:  # paho keeps retrying, like the ingest worker
+                self.say("HQ fleet service: broker not reachable yet, retrying")
+                return
 
     # --- life --------------------------------------------------------------------------------
 
