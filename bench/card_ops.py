@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from protocol.card_format import decode_application, image_blocks, uid_of_image
 from protocol.card_ops import add_visits, issue, open_account, take_visit
 from simulators.mifare_classic import MifareClassic1K
-from terminal_fw.card_app import CardService
+from terminal_fw.card_memory import CardService
 from tests.card_world import CATALOGUE, KEYS, T0, UID, ctx
 
 

@@ -1,6 +1,6 @@
 """Tap latency through the real reader stacks: pcscd + vpcd, and a PN532 on a pty.
 
-Each tap is the deployed gate's path (:class:`terminal_fw.intent.CardTransactions`, as
+Each tap is the deployed gate's path (:class:`terminal_fw.tap.TapRunner`, as
 the runtime's gate role runs it): a member card (OneCard format, a year pass) is put on
 the simulated reader; the clock starts when the terminal's driver reports the card
 (pcscd's status change / the PN532's InListPassiveTarget answer) and stops when the gate
@@ -50,10 +50,10 @@ from simulators.card_field import CardField  # noqa: E402
 from simulators.mifare_classic import MifareClassic1K  # noqa: E402
 from simulators.pn532_emulator import Pn532Emulator  # noqa: E402
 from simulators.vpcd_reader import VpcdReader  # noqa: E402
-from terminal_fw.card_app import CardService, WriteStatus  # noqa: E402
+from terminal_fw.card_memory import CardService, WriteStatus  # noqa: E402
 from terminal_fw.identity import load_or_create  # noqa: E402
 from terminal_fw.outbox import Outbox  # noqa: E402
-from tests.card_tx import make_tx  # noqa: E402
+from tests.card_tx import make_runner  # noqa: E402
 from tests.card_world import CATALOGUE, KEYS, T0, ctx  # noqa: E402
 from tests.pcsc_fixtures import running_pcscd, vpcd_lock  # noqa: E402
 from tests.reader_paths import PcscPath, Pn532Path  # noqa: E402
@@ -215,7 +215,7 @@ def run_path(path, taps: int, rng: random.Random, workdir: Path) -> dict:
     name = path.label
     tick = iter(range(1, 10**6))
     (workdir / name).mkdir(exist_ok=True)
-    tx = make_tx(workdir / name, clock=lambda: T0 / 1000 + next(tick) * 3600)  # an hour apart
+    tx = make_runner(workdir / name, clock=lambda: T0 / 1000 + next(tick) * 3600)  # an hour apart
     outbox = tx.outbox
     card = member_card()
     path.field.load(card)

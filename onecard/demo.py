@@ -5,7 +5,7 @@ port, HQ ingest as its own process on a temporary SQLite ledger, and the termina
 this process, each with its own identity, outbox and MQTT connection. Members carry
 simulated MIFARE Classic 1K cards in OneCard's card format: a service desk issues them
 and sells swim visits (cash), gates take visits on the deployed gate path
-(:class:`terminal_fw.intent.CardTransactions`: intent journal, tear-safe commit, records
+(:class:`terminal_fw.tap.TapRunner`: intent journal, tear-safe commit, records
 committed with the intent); a member whose visits run out goes back to the desk for
 another package. One gate loses its broker connection for a while and catches up.
 """
@@ -37,9 +37,9 @@ from protocol.mifare import CardRemoved, ReaderError
 from protocol.products import CardProduct, Catalogue, CountProduct
 from protocol.terminal_config import TerminalConfig, parse_config
 from simulators.mifare_classic import MifareClassic1K
-from terminal_fw.card_app import CardService, WriteStatus
+from terminal_fw.card_memory import CardService, WriteStatus
 from terminal_fw.identity import DeviceIdentity, load_or_create
-from terminal_fw.intent import CardTransactions, IntentJournal, TxResult
+from terminal_fw.tap import TapRunner, IntentJournal, TapResult
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
 
@@ -147,8 +147,8 @@ class ServiceDesk(SimTerminal):
 class SimGate(SimTerminal):
     """A gate with a reader; members walk up now and then and tap their card.
 
-    A tap is the runtime's gate path: :meth:`CardTransactions.run` with ``take_visit``
-    to be served, then :meth:`CardTransactions.served` once the gate opened. The records
+    A tap is the runtime's gate path: :meth:`TapRunner.run` with ``take_visit``
+    to be served, then :meth:`TapRunner.served` once the gate opened. The records
     are flagged offline while the gate has no broker connection (gate-03's outage).
     """
 
@@ -156,7 +156,7 @@ class SimGate(SimTerminal):
                  config: TerminalConfig, members: list[Member], desk: ServiceDesk,
                  tap_rate: float) -> None:
         super().__init__(f"gate-{index:02d}", "gate", workdir, broker)
-        self.tx = CardTransactions(
+        self.tx = TapRunner(
             self.identity, self.outbox, IntentJournal(self.outbox), keys,
             config=lambda: config, denylist=frozenset,
             offline=lambda: not self.uplink.connected.is_set())
@@ -193,14 +193,14 @@ class SimGate(SimTerminal):
             finally:
                 member.hand.release()
 
-    def tap(self, card: MifareClassic1K) -> TxResult:
+    def tap(self, card: MifareClassic1K) -> TapResult:
         """One visit: run it crash-safely, open the gate if paid, then mark it served."""
         try:
             result = self.tx.run(card, take_visit, serve=True)
         except CardRemoved:  # the card left before anything was decided: not charged
-            return TxResult(False, "card removed", retry=True)
+            return TapResult(False, "card removed", retry=True)
         except ReaderError as exc:  # wrong keys, refused access, reader gone: not charged
-            return TxResult(False, f"card error: {exc}")
+            return TapResult(False, f"card error: {exc}")
         if result.ok:
             self.tx.served(result)  # the turnstile turned
         return result
