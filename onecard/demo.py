@@ -30,17 +30,16 @@ from hq_server.devices import add_device
 from hq_server.ledger import check_ledger, ingest_figures
 from hq_server.reconciliation import anomaly_counts, reconcile_due
 from hq_server.schema import open_engine
-from protocol.card_ops import TerminalContext, add_visits, issue, take_visit
+from protocol.card_ops import add_visits, issue, take_visit
 from protocol.card_state import RefusalReason
 from protocol.keys import ChainKeys
 from protocol.mifare import CardRemoved, ReaderError
 from protocol.products import CardProduct, Catalogue, CountProduct
 from protocol.terminal_config import TerminalConfig, parse_config
 from simulators.mifare_classic import MifareClassic1K
-from terminal_fw.card_memory import CardService, WriteStatus
 from terminal_fw.identity import DeviceIdentity, load_or_create
-from terminal_fw.tap import TapRunner, IntentJournal, TapResult
 from terminal_fw.outbox import Outbox
+from terminal_fw.tap import IntentJournal, TapResult, TapRunner
 from terminal_fw.uplink import Uplink
 
 PRODUCT = "swim"
@@ -109,35 +108,35 @@ class SimTerminal:
 
 
 class ServiceDesk(SimTerminal):
-    """The counter (服务台): issues cards and sells visit packages for cash."""
+    """The counter (服务台): issues cards and sells visit packages for cash, on the same
+    tap runner as the gates (intent journal, tear-safe commit, records signed there)."""
 
-    def __init__(self, workdir: Path, broker: Broker, service: CardService) -> None:
+    def __init__(self, workdir: Path, broker: Broker, keys: ChainKeys,
+                 config: TerminalConfig) -> None:
         super().__init__("desk-01", "handheld", workdir, broker)
-        self.service = service
+        self.taps = TapRunner(
+            self.identity, self.outbox, IntentJournal(self.outbox), keys,
+            config=lambda: config, denylist=frozenset,
+            offline=lambda: False,  # the desk's records are made online, as before
+            operator="desk")
         self.sold = 0
         self._lock = threading.RLock()
 
-    def _ctx(self) -> TerminalContext:
-        return TerminalContext(device_id=self.device_id, store=STORE, chain_id=CHAIN_ID,
-                               now_ms=int(time.time() * 1000), operator="desk")
-
-    def _commit(self, result) -> None:
-        if result.status is not WriteStatus.WRITTEN:
-            raise RuntimeError(f"desk operation failed: {result.status} {result.refusal}")
-        for record in result.records:
-            self.outbox.append(record, self.identity.signing_key)
+    def _run(self, card: MifareClassic1K, operation, *args, **kwargs) -> None:
+        result = self.taps.run(card, operation, *args, **kwargs)
+        if not result.ok:
+            raise RuntimeError(f"desk operation failed: {result.reason}")
         if hasattr(self, "uplink"):
             self.uplink.notify()
 
     def issue_card(self, card: MifareClassic1K, card_id: str, packages: int) -> None:
         with self._lock:
-            self._commit(self.service.run(card, issue, card_id=card_id,
-                                          card_product="swim-card", ctx=self._ctx()))
-            self.sell_visits(card, packages)
+            self._run(card, issue, card_id=card_id, card_product="swim-card")
+            self.add_visits(card, packages)
 
-    def sell_visits(self, card: MifareClassic1K, packages: int = 1) -> None:
+    def add_visits(self, card: MifareClassic1K, packages: int = 1) -> None:
         with self._lock:
-            self._commit(self.service.run(card, add_visits, PRODUCT, packages, ctx=self._ctx()))
+            self._run(card, add_visits, PRODUCT, packages)
             self.sold += packages
 
     def figures(self) -> dict[str, int]:
@@ -156,7 +155,7 @@ class SimGate(SimTerminal):
                  config: TerminalConfig, members: list[Member], desk: ServiceDesk,
                  tap_rate: float) -> None:
         super().__init__(f"gate-{index:02d}", "gate", workdir, broker)
-        self.tx = TapRunner(
+        self.taps = TapRunner(
             self.identity, self.outbox, IntentJournal(self.outbox), keys,
             config=lambda: config, denylist=frozenset,
             offline=lambda: not self.uplink.connected.is_set())
@@ -189,20 +188,20 @@ class SimGate(SimTerminal):
                     continue
                 self.refused += 1
                 if result.refusal is not None and result.refusal.reason is RefusalReason.EXHAUSTED:
-                    self.desk.sell_visits(member.card)  # off to the desk for more swims
+                    self.desk.add_visits(member.card)  # off to the desk for more swims
             finally:
                 member.hand.release()
 
     def tap(self, card: MifareClassic1K) -> TapResult:
         """One visit: run it crash-safely, open the gate if paid, then mark it served."""
         try:
-            result = self.tx.run(card, take_visit, serve=True)
+            result = self.taps.run(card, take_visit, serve=True)
         except CardRemoved:  # the card left before anything was decided: not charged
             return TapResult(False, "card removed", retry=True)
         except ReaderError as exc:  # wrong keys, refused access, reader gone: not charged
             return TapResult(False, f"card error: {exc}")
         if result.ok:
-            self.tx.served(result)  # the turnstile turned
+            self.taps.served(result)  # the turnstile turned
         return result
 
     def figures(self) -> dict[str, int]:
@@ -226,10 +225,8 @@ def run_demo(config: DemoConfig) -> dict:
     hq_password = secrets.token_urlsafe(16)
     keys = ChainKeys(CHAIN_ID, read_master=secrets.token_bytes(16),
                      write_master=secrets.token_bytes(16), mac_master=secrets.token_bytes(16))
-    service = CardService(keys, CATALOGUE)
-
     broker = Broker({HQ_USER: hq_password}).start()
-    desk = ServiceDesk(workdir, broker, service)
+    desk = ServiceDesk(workdir, broker, keys, gate_config())
     rng = random.Random(7)
     members = []
     for n in range(config.members):

@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocol.card_ops import add_visits, issue, open_account, take_visit
+from protocol.card_ops import add_visits, issue, open_account, sell_pass, take_visit
 from protocol.mifare import MifareClassicLink
 from protocol.terminal_config import parse_config
 from terminal_fw.identity import DeviceIdentity, load_or_create
@@ -61,16 +61,18 @@ def tap(runner: TapRunner, link: MifareClassicLink) -> TapResult:
 
 def personalise(card: MifareClassicLink, card_id: str = "M00001", card_product: str = "gold", *,
                 opening_fen: int | None = 0, visits: tuple[tuple[str, int], ...] = (),
-                now_ms: int = T0) -> MifareClassicLink:
+                pass_name: str = "", now_ms: int = T0) -> MifareClassicLink:
     """Issue ``card`` at a service desk (in memory) through the deployed path: the card
     product, then the purse opened with ``opening_fen`` (None: not opened), then
-    ``visits`` as (count product, packages)."""
+    ``visits`` as (count product, packages), then a time pass (paid at the counter)."""
     desk = make_runner(None, device_id="desk-01", clock=lambda: now_ms / 1000, operator="op1")
     steps: list[tuple[Any, tuple, dict]] = [
         (issue, (), {"card_id": card_id, "card_product": card_product})]
     if opening_fen is not None:
         steps.append((open_account, (opening_fen,), {}))
     steps += [(add_visits, (product, packages), {}) for product, packages in visits]
+    if pass_name:
+        steps.append((sell_pass, (pass_name,), {}))
     for op, args, kwargs in steps:
         result = desk.run(card, op, *args, **kwargs)
         assert result.ok, f"{op.__name__}: {result.reason}"

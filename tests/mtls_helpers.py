@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from fleet import wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -18,6 +17,7 @@ from paho.mqtt.properties import Properties
 from broker_config import pki
 from broker_config.install import Site, SiteConfig, init_site
 from broker_config.runner import MtlsBroker, free_port
+from tests.fleet import wait_for
 
 TIMEOUT = 15.0  # generous: other engineers' tests share the two cores
 

@@ -8,8 +8,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import have_mosquitto, require
-from mtls_helpers import (
+
+from broker_config.install import init_store_broker, service_tls_context
+from broker_config.runner import MtlsBroker, free_port
+from protocol.topics import ack_topic, records_topic
+from tests.conftest import have_mosquitto, require
+from tests.mtls_helpers import (
     Probe,
     device_credentials,
     make_site,
@@ -18,10 +22,6 @@ from mtls_helpers import (
     tls_context,
     wait_for,
 )
-
-from broker_config.install import init_store_broker, service_tls_context
-from broker_config.runner import MtlsBroker, free_port
-from protocol.topics import ack_topic, records_topic
 
 pytestmark = pytest.mark.broker
 

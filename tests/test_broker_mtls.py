@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import have_mosquitto, require
-from mtls_helpers import (
+
+from broker_config import pki
+from broker_config.install import SiteDeviceCA, reload_broker, service_tls_context
+from protocol.topics import ack_topic, records_topic
+from tests.conftest import have_mosquitto, require
+from tests.mtls_helpers import (
     Probe,
     device_credentials,
     make_site,
@@ -15,10 +19,6 @@ from mtls_helpers import (
     tls_context,
     wait_for,
 )
-
-from broker_config import pki
-from broker_config.install import SiteDeviceCA, reload_broker, service_tls_context
-from protocol.topics import ack_topic, records_topic
 
 NOT_AUTHORIZED = 0x87
 

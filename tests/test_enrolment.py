@@ -16,9 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import have_mosquitto, require
-from fleet import member_card
-from mtls_helpers import Probe, make_site, remove_site, start_broker, tls_context, wait_for
 from sqlalchemy import func, select
 
 from broker_config.install import Site, SiteDeviceCA, service_tls_context
@@ -39,10 +36,13 @@ from terminal_fw.enrolment import (
     mqtt_tls_context,
     roll_keys,
 )
-from terminal_fw.gate import Gate
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
+from tests.conftest import have_mosquitto, require
+from tests.fleet import member_card
+from tests.hq_records import VisitGate
+from tests.mtls_helpers import Probe, make_site, remove_site, start_broker, tls_context, wait_for
 
 PASSWORD = "correct horse battery staple"
 NOT_AUTHORIZED = 0x87
@@ -100,7 +100,7 @@ def sign_visit(secrets: Path, enrolled, seq_card: int = 1):
     """A real gate tap on the enrolled identity; returns (outbox, signed record)."""
     ident = load_or_create(secrets, enrolled.device_id, enrolled.store)
     outbox = Outbox(secrets.parent / "terminal.db")
-    decision = Gate(ident, outbox, "swim").tap(member_card(seq_card))
+    decision = VisitGate(ident, outbox, "swim").tap(member_card(seq_card))
     return outbox, decision.record
 
 

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import have_mosquitto, require
-from mtls_helpers import Probe, wait_for
 
 from broker_config.runner import free_port
 from terminal_fw.enrolment import mqtt_tls_context
+from tests.conftest import have_mosquitto, require
+from tests.mtls_helpers import Probe, wait_for
 
 pytestmark = pytest.mark.broker
 ONECARD = [sys.executable, "-m", "onecard.cli"]

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.card_ops import CheckoutLine, add_visits, debit, issue, open_account, take_visit
+from protocol.card_ops import CheckoutLine, debit, take_visit
 from protocol.card_state import RefusalReason
 from protocol.record import Operation
 from simulators.mifare_classic import MifareClassic1K
 from simulators.pn532_emulator import Pn532Emulator
-from terminal_fw.card_memory import CardMemory, CardService, WriteStatus
-from terminal_fw.tap import TapRunner, Status
+from terminal_fw.card_memory import CardMemory, WriteStatus
+from terminal_fw.tap import Status, TapRunner
 from tests import pcsc_fixtures
-from tests.card_tx import make_runner, tap
+from tests.card_tx import make_runner, personalise, tap
 from tests.card_world import CATALOGUE, KEYS, T0, ctx
 from tests.reader_paths import PcscPath, Pn532Path
 
@@ -53,12 +53,7 @@ def pcsc_fixtures_free_field():
 def member_card(purse_fen: int = 100_000, swims: int = 1) -> MifareClassic1K:
     """An issued gold card with money and ``swims`` ten-visit swim packages."""
     card = MifareClassic1K.blank(UID)
-    svc = CardService(KEYS, CATALOGUE)
-    assert svc.run(card, issue, card_id="M00042", card_product="gold",
-                   ctx=ctx()).status is WriteStatus.WRITTEN
-    assert svc.run(card, open_account, purse_fen, ctx=ctx()).status is WriteStatus.WRITTEN
-    for _ in range(swims):
-        assert svc.run(card, add_visits, "swim", ctx=ctx()).status is WriteStatus.WRITTEN
+    personalise(card, "M00042", opening_fen=purse_fen, visits=(("swim", 1),) * swims)
     card.enter_field()
     return card
 

@@ -10,8 +10,8 @@ import pytest
 from protocol.card_state import RefusalReason
 from protocol.record import Flag, Operation
 from terminal_fw.card_memory import CardMemory
-from terminal_fw.tap import Status
 from terminal_fw.local_store import LocalStore
+from terminal_fw.tap import Status
 from tests.card_world import CATALOGUE, KEYS, T0
 from tests.runtime_world import config_doc, make_runtime, member_card
 
@@ -192,7 +192,7 @@ def test_the_kiosk_engine_shows_and_sells(tmp_path):
     rt, events, clock = offline_runtime(tmp_path, role="kiosk", device_id="kiosk-01")
     card = member_card(opening_fen=100000, packages=0)
     kiosk = rt.role
-    assert kiosk.balance(card).state.purse_fen == 110000
+    assert kiosk.read_balance(card).state.purse_fen == 110000
     assert kiosk.add_visits(card, "gym").state.visits == {"gym": 12}
     assert kiosk.sell_pass(card, "month").state.pass_product == "month"
     assert kiosk.recharge(card, 1000, payment_ref="qr-123").ok
@@ -203,7 +203,7 @@ def test_the_kiosk_engine_shows_and_sells(tmp_path):
 def test_no_config_means_no_value_taken(tmp_path):
     rt = make_runtime(tmp_path)
     _started.append(rt)
-    assert not rt.card(member_card(), member_card.__globals__["issue"]).ok
+    assert not rt.card(member_card(), "issue").ok
     ok, reason, _ = rt.uid_use("qr", "X", 0)
     assert not ok and "no configuration" in reason
     store = LocalStore(tmp_path / "data" / "runtime.db")
@@ -239,7 +239,7 @@ def test_the_shipped_settings_file_and_the_documented_config_parse():
     from terminal_fw.gate_io import GateWiring
     from terminal_fw.runtime import RuntimeSettings
 
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parent.parent.parent
     settings = RuntimeSettings.from_toml(root / "deploy" / "terminal.toml.example")
     assert settings.pcsc_entry.startswith("ACS ACR122U")
     assert [u["kind"] for u in settings.uid_readers] == ["em4100", "qr"]

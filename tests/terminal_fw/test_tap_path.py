@@ -16,8 +16,8 @@ import pytest
 
 from protocol.card_ops import take_visit
 from terminal_fw.card_memory import CardMemory
-from terminal_fw.tap import IntentJournal, Status
 from terminal_fw.outbox import Outbox
+from terminal_fw.tap import IntentJournal, Status
 from tests.card_tx import make_runner
 from tests.card_world import CATALOGUE, KEYS, T0
 from tests.runtime_world import member_card
@@ -181,8 +181,8 @@ def test_an_adopted_intent_whose_records_an_older_terminal_already_committed_is_
     """Older terminals committed the records, then the intent's status, in two steps; a
     power cut between them, then the upgrade: the records are in the outbox already."""
     from protocol.card_ops import TerminalContext
-    from terminal_fw.tap.journal import state_json as _state_json
     from terminal_fw.local_store import LocalStore
+    from terminal_fw.tap.journal import state_json as _state_json
 
     log: list[tuple] = []
     tx, outbox = gate(tmp_path, log)

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import have_mosquitto, require
-from mtls_helpers import make_site, remove_site, start_broker, wait_for
 
 from broker_config.install import SiteDeviceCA, service_tls_context
 from broker_config.runner import free_port
@@ -23,6 +21,8 @@ from protocol.topics import DenylistSnapshot
 from terminal_fw.enrolment import enrol
 from terminal_fw.runtime import Runtime, RuntimeSettings, write_chain_keys
 from tests.card_world import KEYS
+from tests.conftest import have_mosquitto, require
+from tests.mtls_helpers import make_site, remove_site, start_broker, wait_for
 from tests.runtime_world import config_doc, member_card
 
 pytestmark = pytest.mark.broker

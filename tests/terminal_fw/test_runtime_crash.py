@@ -25,9 +25,9 @@ from broker_config.runner import free_port
 from protocol.record import Flag, Operation
 from terminal_fw.card_memory import CardMemory
 from terminal_fw.config_sync import ConfigSync
-from terminal_fw.tap import IntentJournal, Status
 from terminal_fw.local_store import LocalStore
 from terminal_fw.outbox import Outbox
+from terminal_fw.tap import IntentJournal, Status
 from tests import pcsc_fixtures
 from tests.card_world import CATALOGUE, KEYS
 from tests.runtime_world import config_doc, member_card, prepare_terminal
