@@ -91,7 +91,10 @@ class CardSession:
             return TapResult(False, "the card has left the reader", retry=True)
         if self._closed:
             return TapResult(False, "the card session is closed")
-        return self._run(self.link, operation, *args, **kwargs)
+        try:
+            return self._run(self.link, operation, *args, **kwargs)
+        except CardRemoved:  # gone before anything was decided (the link ended the session)
+            return TapResult(False, "the card has left the reader", retry=True)
 
     def when_gone(self, callback: Callable[[CardSession], None]) -> None:
         """Call ``callback(session)`` once, when the card leaves (at once if it has).
