@@ -114,7 +114,7 @@ class ServiceDesk(SimTerminal):
     def __init__(self, workdir: Path, broker: Broker, keys: ChainKeys,
                  config: TerminalConfig) -> None:
         super().__init__("desk-01", "handheld", workdir, broker)
-        self.taps = TapRunner(
+        self.runner = TapRunner(
             self.identity, self.outbox, IntentJournal(self.outbox), keys,
             config=lambda: config, denylist=frozenset,
             offline=lambda: False,  # the desk's records are made online, as before
@@ -123,7 +123,7 @@ class ServiceDesk(SimTerminal):
         self._lock = threading.RLock()
 
     def _run(self, card: MifareClassic1K, operation, *args, **kwargs) -> None:
-        result = self.taps.run(card, operation, *args, **kwargs)
+        result = self.runner.run(card, operation, *args, **kwargs)
         if not result.ok:
             raise RuntimeError(f"desk operation failed: {result.reason}")
         if hasattr(self, "uplink"):
@@ -155,7 +155,7 @@ class SimGate(SimTerminal):
                  config: TerminalConfig, members: list[Member], desk: ServiceDesk,
                  tap_rate: float) -> None:
         super().__init__(f"gate-{index:02d}", "gate", workdir, broker)
-        self.taps = TapRunner(
+        self.runner = TapRunner(
             self.identity, self.outbox, IntentJournal(self.outbox), keys,
             config=lambda: config, denylist=frozenset,
             offline=lambda: not self.uplink.connected.is_set())
@@ -195,13 +195,13 @@ class SimGate(SimTerminal):
     def tap(self, card: MifareClassic1K) -> TapResult:
         """One visit: run it crash-safely, open the gate if paid, then mark it served."""
         try:
-            result = self.taps.run(card, take_visit, serve=True)
+            result = self.runner.run(card, take_visit, serve=True)
         except CardRemoved:  # the card left before anything was decided: not charged
             return TapResult(False, "card removed", retry=True)
         except ReaderError as exc:  # wrong keys, refused access, reader gone: not charged
             return TapResult(False, f"card error: {exc}")
         if result.ok:
-            self.taps.served(result)  # the turnstile turned
+            self.runner.served(result)  # the turnstile turned
         return result
 
     def figures(self) -> dict[str, int]:
