@@ -1,6 +1,6 @@
 """Tap latency through the real reader stacks: pcscd + vpcd, and a PN532 on a pty.
 
-Each tap is the deployed gate's path (:class:`terminal_fw.intent.CardTransactions`, as
+Each tap is the deployed gate's path (:class:`terminal_fw.tap.TapRunner`, as
 the runtime's gate role runs it): a member card (OneCard format, a year pass) is put on
 the simulated reader; the clock starts when the terminal's driver reports the card
 (pcscd's status change / the PN532's InListPassiveTarget answer) and stops when the gate
@@ -43,18 +43,17 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol.card_ops import issue, open_account, sell_pass, take_visit  # noqa: E402
+from protocol.card_ops import take_visit  # noqa: E402
 from protocol.mifare import KeyType  # noqa: E402
 from protocol.record import Operation, TransactionRecord  # noqa: E402
 from simulators.card_field import CardField  # noqa: E402
 from simulators.mifare_classic import MifareClassic1K  # noqa: E402
 from simulators.pn532_emulator import Pn532Emulator  # noqa: E402
 from simulators.vpcd_reader import VpcdReader  # noqa: E402
-from terminal_fw.card_app import CardService, WriteStatus  # noqa: E402
 from terminal_fw.identity import load_or_create  # noqa: E402
 from terminal_fw.outbox import Outbox  # noqa: E402
-from tests.card_tx import make_tx  # noqa: E402
-from tests.card_world import CATALOGUE, KEYS, T0, ctx  # noqa: E402
+from tests.card_tx import make_runner, personalise  # noqa: E402
+from tests.card_world import KEYS, T0  # noqa: E402
 from tests.pcsc_fixtures import running_pcscd, vpcd_lock  # noqa: E402
 from tests.reader_paths import PcscPath, Pn532Path  # noqa: E402
 
@@ -67,16 +66,7 @@ def pct(values: list[float], p: float) -> float:
 
 def member_card() -> MifareClassic1K:
     card = MifareClassic1K.blank(bytes.fromhex("B3A1C0DE"))
-    svc = CardService(KEYS, CATALOGUE)
-    for op, args in ((issue, {"card_id": "M09999", "card_product": "gold"}),
-                     (open_account, {}), (sell_pass, {})):
-        if op is open_account:
-            r = svc.run(card, op, 100_000, ctx=ctx())
-        elif op is sell_pass:
-            r = svc.run(card, op, "year", ctx=ctx())  # paid at the counter
-        else:
-            r = svc.run(card, op, ctx=ctx(), **args)
-        assert r.status is WriteStatus.WRITTEN, (op, r)
+    personalise(card, "M09999", opening_fen=100_000, pass_name="year")
     card.enter_field()
     return card
 
@@ -215,7 +205,7 @@ def run_path(path, taps: int, rng: random.Random, workdir: Path) -> dict:
     name = path.label
     tick = iter(range(1, 10**6))
     (workdir / name).mkdir(exist_ok=True)
-    tx = make_tx(workdir / name, clock=lambda: T0 / 1000 + next(tick) * 3600)  # an hour apart
+    tx = make_runner(workdir / name, clock=lambda: T0 / 1000 + next(tick) * 3600)  # an hour apart
     outbox = tx.outbox
     card = member_card()
     path.field.load(card)

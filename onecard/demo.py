@@ -5,7 +5,7 @@ port, HQ ingest as its own process on a temporary SQLite ledger, and the termina
 this process, each with its own identity, outbox and MQTT connection. Members carry
 simulated MIFARE Classic 1K cards in OneCard's card format: a service desk issues them
 and sells swim visits (cash), gates take visits on the deployed gate path
-(:class:`terminal_fw.intent.CardTransactions`: intent journal, tear-safe commit, records
+(:class:`terminal_fw.tap.TapRunner`: intent journal, tear-safe commit, records
 committed with the intent); a member whose visits run out goes back to the desk for
 another package. One gate loses its broker connection for a while and catches up.
 """
@@ -31,17 +31,16 @@ from hq_server.devices import add_device
 from hq_server.ledger import check_ledger, ingest_figures
 from hq_server.reconciliation import anomaly_counts, reconcile_due
 from hq_server.schema import open_engine
-from protocol.card_ops import TerminalContext, add_visits, issue, take_visit
+from protocol.card_ops import add_visits, issue, take_visit
 from protocol.card_state import RefusalReason
 from protocol.keys import ChainKeys
 from protocol.mifare import CardRemoved, ReaderError
 from protocol.products import CardProduct, Catalogue, CountProduct
 from protocol.terminal_config import TerminalConfig, parse_config
 from simulators.mifare_classic import MifareClassic1K
-from terminal_fw.card_app import CardService, WriteStatus
 from terminal_fw.identity import DeviceIdentity, load_or_create
-from terminal_fw.intent import CardTransactions, IntentJournal, TxResult
 from terminal_fw.outbox import Outbox
+from terminal_fw.tap import IntentJournal, TapResult, TapRunner
 from terminal_fw.uplink import Uplink
 
 PRODUCT = "swim"
@@ -110,35 +109,35 @@ class SimTerminal:
 
 
 class ServiceDesk(SimTerminal):
-    """The counter (服务台): issues cards and sells visit packages for cash."""
+    """The counter (服务台): issues cards and sells visit packages for cash, on the same
+    tap runner as the gates (intent journal, tear-safe commit, records signed there)."""
 
-    def __init__(self, workdir: Path, broker: Broker, service: CardService) -> None:
+    def __init__(self, workdir: Path, broker: Broker, keys: ChainKeys,
+                 config: TerminalConfig) -> None:
         super().__init__("desk-01", "handheld", workdir, broker)
-        self.service = service
+        self.runner = TapRunner(
+            self.identity, self.outbox, IntentJournal(self.outbox), keys,
+            config=lambda: config, denylist=frozenset,
+            offline=lambda: False,  # the desk's records are made online, as before
+            operator="desk")
         self.sold = 0
         self._lock = threading.RLock()
 
-    def _ctx(self) -> TerminalContext:
-        return TerminalContext(device_id=self.device_id, store=STORE, chain_id=CHAIN_ID,
-                               now_ms=int(time.time() * 1000), operator="desk")
-
-    def _commit(self, result) -> None:
-        if result.status is not WriteStatus.WRITTEN:
-            raise RuntimeError(f"desk operation failed: {result.status} {result.refusal}")
-        for record in result.records:
-            self.outbox.append(record, self.identity.signing_key)
+    def _run(self, card: MifareClassic1K, operation, *args, **kwargs) -> None:
+        result = self.runner.run(card, operation, *args, **kwargs)
+        if not result.ok:
+            raise RuntimeError(f"desk operation failed: {result.reason}")
         if hasattr(self, "uplink"):
             self.uplink.notify()
 
     def issue_card(self, card: MifareClassic1K, card_id: str, packages: int) -> None:
         with self._lock:
-            self._commit(self.service.run(card, issue, card_id=card_id,
-                                          card_product="swim-card", ctx=self._ctx()))
-            self.sell_visits(card, packages)
+            self._run(card, issue, card_id=card_id, card_product="swim-card")
+            self.add_visits(card, packages)
 
-    def sell_visits(self, card: MifareClassic1K, packages: int = 1) -> None:
+    def add_visits(self, card: MifareClassic1K, packages: int = 1) -> None:
         with self._lock:
-            self._commit(self.service.run(card, add_visits, PRODUCT, packages, ctx=self._ctx()))
+            self._run(card, add_visits, PRODUCT, packages)
             self.sold += packages
 
     def figures(self) -> dict[str, int]:
@@ -148,8 +147,8 @@ class ServiceDesk(SimTerminal):
 class SimGate(SimTerminal):
     """A gate with a reader; members walk up now and then and tap their card.
 
-    A tap is the runtime's gate path: :meth:`CardTransactions.run` with ``take_visit``
-    to be served, then :meth:`CardTransactions.served` once the gate opened. The records
+    A tap is the runtime's gate path: :meth:`TapRunner.run` with ``take_visit``
+    to be served, then :meth:`TapRunner.served` once the gate opened. The records
     are flagged offline while the gate has no broker connection (gate-03's outage).
     """
 
@@ -157,7 +156,7 @@ class SimGate(SimTerminal):
                  config: TerminalConfig, members: list[Member], desk: ServiceDesk,
                  tap_rate: float) -> None:
         super().__init__(f"gate-{index:02d}", "gate", workdir, broker)
-        self.tx = CardTransactions(
+        self.runner = TapRunner(
             self.identity, self.outbox, IntentJournal(self.outbox), keys,
             config=lambda: config, denylist=frozenset,
             offline=lambda: not self.uplink.connected.is_set())
@@ -190,20 +189,20 @@ class SimGate(SimTerminal):
                     continue
                 self.refused += 1
                 if result.refusal is not None and result.refusal.reason is RefusalReason.EXHAUSTED:
-                    self.desk.sell_visits(member.card)  # off to the desk for more swims
+                    self.desk.add_visits(member.card)  # off to the desk for more swims
             finally:
                 member.hand.release()
 
-    def tap(self, card: MifareClassic1K) -> TxResult:
+    def tap(self, card: MifareClassic1K) -> TapResult:
         """One visit: run it crash-safely, open the gate if paid, then mark it served."""
         try:
-            result = self.tx.run(card, take_visit, serve=True)
+            result = self.runner.run(card, take_visit, serve=True)
         except CardRemoved:  # the card left before anything was decided: not charged
-            return TxResult(False, "card removed", retry=True)
+            return TapResult(False, "card removed", retry=True)
         except ReaderError as exc:  # wrong keys, refused access, reader gone: not charged
-            return TxResult(False, f"card error: {exc}")
+            return TapResult(False, f"card error: {exc}")
         if result.ok:
-            self.tx.served(result)  # the turnstile turned
+            self.runner.served(result)  # the turnstile turned
         return result
 
     def figures(self) -> dict[str, int]:
@@ -229,10 +228,8 @@ def run_demo(config: DemoConfig) -> dict:
     hq_password = secrets.token_urlsafe(16)
     keys = ChainKeys(CHAIN_ID, read_master=secrets.token_bytes(16),
                      write_master=secrets.token_bytes(16), mac_master=secrets.token_bytes(16))
-    service = CardService(keys, CATALOGUE)
-
     broker = Broker({HQ_USER: hq_password}).start()
-    desk = ServiceDesk(workdir, broker, service)
+    desk = ServiceDesk(workdir, broker, keys, gate_config())
     rng = random.Random(7)
     members = []
     for n in range(config.members):

@@ -3,8 +3,14 @@ new card state and record content out — or a :class:`Refusal` with its reason.
 
 Nothing here touches a reader, a database or the wall clock: the time comes in
 ``TerminalContext.now_ms``, so every rule (expiry, daily limit, anti-passback) can be
-tested for any moment in microseconds. ``terminal_fw.card_app`` carries the result to
-the card and the outbox; :func:`on_image` applies an operation to a whole card dump.
+tested for any moment in microseconds. ``terminal_fw.tap`` carries the result to the
+card and the outbox; :func:`on_image` applies an operation to a whole card dump.
+
+Every operation has one signature, ``op(state, *args, catalogue=..., ctx=..., **options)
+-> Done | Refusal``, and is listed in :data:`OPERATIONS` with what it needs of the card;
+callers look an operation up there (:func:`card_operation`) instead of testing which
+function they were given. :func:`check_denylist` is not an operation: it is the step
+that comes before every operation on an issued card.
 
 Each result carries the records to sign (``Done.records``; one, except for a recall
 that empties several count products). Their ``seq``/``prev_hash`` are placeholders: the
@@ -14,6 +20,7 @@ outbox places each record in the device's chain. Every record passes
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -433,7 +440,8 @@ def take_visit(state: CardState, *, catalogue: Catalogue, ctx: TerminalContext) 
 # --- taking cards out of use -----------------------------------------------------------
 
 
-def recall(state: CardState, *, ctx: TerminalContext, pay_out: bool = True) -> Outcome:
+def recall(state: CardState, *, catalogue: Catalogue, ctx: TerminalContext,
+           pay_out: bool = True) -> Outcome:
     """Take the card back and empty it (收缴/退卡). The purse is paid out in cash when
     ``pay_out`` (a member returning a card), else it stays with the venue (a card
     confiscated). One record empties the purse, one more per count product with visits."""
@@ -453,6 +461,30 @@ def recall(state: CardState, *, ctx: TerminalContext, pay_out: bool = True) -> O
     return Done(new, tuple(records))
 
 
+def read_balance(state: CardState, *, catalogue: Catalogue, ctx: TerminalContext) -> Outcome:
+    """The card as it stands (查询余额): purse, visits, pass. Writes nothing and records
+    nothing (``Done`` with no records); a denylisted card is still caught by
+    :func:`check_denylist`, which runs before every operation on an issued card."""
+    return Done(state, ())
+
+
+def uid_visit(card_id: str, *, kind: str, amount_fen: int, ctx: TerminalContext,
+              product: str = "", under_risk_cap: bool = False, approval: str = "") -> TransactionRecord:
+    """The record of one use of a UID-only credential (an ID card, a QR code) that the
+    terminal's authoriser approved: no card memory changes, so it is a record only.
+    ``ctx.offline`` says the approval was local (within the risk caps)."""
+    flags = int(Flag.OFFLINE) if ctx.offline else 0
+    if under_risk_cap:
+        flags |= int(Flag.UNDER_RISK_CAP)
+    extra: dict[str, Any] = {"credential_kind": kind, "amount_fen": amount_fen}
+    if approval:
+        extra["approval"] = approval
+    return TransactionRecord(
+        device_id=ctx.device_id, seq=1, prev_hash=GENESIS_HASH, device_time_ms=ctx.now_ms,
+        card_id=card_id, operation=Operation.UID_VISIT, store=ctx.store, product=product,
+        operator=ctx.operator, flags=flags, extra=extra)
+
+
 def check_denylist(state: CardState, denylist: Collection[str], *, ctx: TerminalContext) -> Outcome | None:
     """None when the card is not denylisted. A denylisted card (挂失) is refused; if it
     is not yet marked blocked on the card, the result is a :class:`Done` that writes the
@@ -468,6 +500,51 @@ def check_denylist(state: CardState, denylist: Collection[str], *, ctx: Terminal
     return Done(new, (_record(ctx, state, new, Operation.BLOCK, visits=(0, 0)),), refusal=refusal)
 
 
+# --- the table of operations -------------------------------------------------------
+
+
+class CardNeed(enum.Enum):
+    """What an operation needs to find on the card before it runs."""
+
+    ISSUED = "an issued card of this chain (checked against the denylist first)"
+    BLANK_OR_RECALLED = "a blank card, or a recalled one to reissue (None when blank)"
+
+
+@dataclass(frozen=True)
+class CardOperation:
+    """One entry of :data:`OPERATIONS`: the function, what it needs, whether it writes."""
+
+    name: str
+    run: Callable[..., Outcome]
+    needs: CardNeed = CardNeed.ISSUED
+    writes: bool = True  # False: the operation only reads the card (no records either)
+
+
+#: Every card operation, by name: what the runner, :func:`on_image` and the roles use.
+OPERATIONS: dict[str, CardOperation] = {op.name: op for op in (
+    CardOperation("issue", issue, CardNeed.BLANK_OR_RECALLED),
+    CardOperation("open_account", open_account),
+    CardOperation("recharge", recharge),
+    CardOperation("debit", debit),
+    CardOperation("refund", refund),
+    CardOperation("add_visits", add_visits),
+    CardOperation("sell_pass", sell_pass),
+    CardOperation("take_visit", take_visit),
+    CardOperation("recall", recall),
+    CardOperation("read_balance", read_balance, writes=False),
+)}
+
+
+def card_operation(operation: str | Callable[..., Outcome]) -> CardOperation:
+    """The table entry for ``operation`` (its name, or the function itself). Raises
+    ValueError for anything that is not a card operation."""
+    name = operation if isinstance(operation, str) else getattr(operation, "__name__", "")
+    found = OPERATIONS.get(name)
+    if found is None or (not isinstance(operation, str) and found.run is not operation):
+        raise ValueError(f"{operation!r} is not a card operation")
+    return found
+
+
 # --- whole card images ---------------------------------------------------------------
 
 
@@ -478,33 +555,34 @@ class ImageResult:
 
 
 def on_image(
-    image: bytes, operation: Callable[..., Outcome | None], *args: Any, keys: ChainKeys,
+    image: bytes, operation: str | Callable[..., Outcome], *args: Any, keys: ChainKeys,
     catalogue: Catalogue, **kwargs: Any,
 ) -> ImageResult | Refusal:
     """Run ``operation`` on the state in a 1024-byte card image and write the result back.
 
-    ``issue`` personalises the image (blank, or recalled); every other operation reads
-    the newest valid copy first. Card data that cannot be read becomes a Refusal.
+    An operation that needs a blank or recalled card (``issue``) personalises the image;
+    every other one reads the newest valid copy first. Card data that cannot be read
+    becomes a Refusal. (No denylist here: a dump has no terminal around it.)
     """
+    op = card_operation(operation)
     try:
-        if operation is issue:
+        if op.needs is CardNeed.BLANK_OR_RECALLED:
             try:
                 previous: CardState | None = read_image(image, keys, catalogue).state
             except CardFormatError as exc:
                 if exc.reason is not RefusalReason.NOT_ONECARD:
                     return exc.refusal()
                 previous = None
-            outcome = issue(previous, *args, catalogue=catalogue, **kwargs)
+            outcome = op.run(previous, *args, catalogue=catalogue, **kwargs)
             if isinstance(outcome, Refusal):
                 return outcome
             return ImageResult(personalise_image(image, outcome.state, keys, catalogue), outcome)
         state = read_image(image, keys, catalogue).state
-        if operation in (recall, check_denylist):
-            outcome = operation(state, *args, **kwargs)
-        else:
-            outcome = operation(state, *args, catalogue=catalogue, **kwargs)
-        if outcome is None or isinstance(outcome, Refusal):
-            return outcome or Refusal(RefusalReason.NOT_ALLOWED, "nothing to do")
+        outcome = op.run(state, *args, catalogue=catalogue, **kwargs)
+        if isinstance(outcome, Refusal):
+            return outcome
+        if not op.writes:
+            return ImageResult(image, outcome)
         return ImageResult(write_image(image, outcome.state, keys, catalogue), outcome)
     except CardFormatError as exc:
         return exc.refusal()

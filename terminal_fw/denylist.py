@@ -39,7 +39,7 @@ class Denylist:
         return card_id in self._cards
 
     def cards(self) -> frozenset[str]:
-        """The current list, for :class:`terminal_fw.card_app.CardService`'s check."""
+        """The current list, for the tap runner's check before every card operation."""
         return self._cards
 
     def apply_snapshot(self, snap: DenylistSnapshot) -> bool:

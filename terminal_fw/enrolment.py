@@ -1,6 +1,6 @@
 """Enrolment on the terminal: earn an identity from HQ with a one-time token.
 
-``onecard terminal enroll --hq URL --token T`` calls :func:`enroll`: it makes the
+``onecard terminal enrol --hq URL --token T`` calls :func:`enrol`: it makes the
 Ed25519 signing key (records) and an ECDSA P-256 MQTT client key (broker mTLS) in the
 device's secrets directory, sends the public key, a CSR and the token to HQ over
 HTTPS, and stores what comes back: the device id, store and role (``identity.json``,
@@ -161,7 +161,7 @@ def load_enrolment(secrets_dir: Path) -> Enrolled:
     try:
         data = json.loads((secrets / ENROLMENT_FILE).read_text())
     except FileNotFoundError:
-        raise EnrolmentFailed(f"{secrets} holds no enrolment: run `onecard terminal enroll`",
+        raise EnrolmentFailed(f"{secrets} holds no enrolment: run `onecard terminal enrol`",
                               "not_enrolled") from None
     return Enrolled(data["device_id"], data["store"], data["role"], data["broker"]["host"],
                     int(data["broker"]["port"]), data["config"], secrets)
@@ -210,7 +210,7 @@ def _post(hq_url: str, path: str, body: dict[str, Any], ca_file: Path | None,
 # --- enrol and roll -----------------------------------------------------------------------
 
 
-def enroll(hq_url: str, token: str, secrets_dir: Path, *, ca_file: Path | None = None,
+def enrol(hq_url: str, token: str, secrets_dir: Path, *, ca_file: Path | None = None,
            timeout: float = 30.0) -> Enrolled:
     """Enrol this terminal with a one-time token (see the module docstring)."""
     secrets = _secrets_dir(secrets_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,6 +46,9 @@ class Uplink:
         self.resend_after = resend_after
         self.tick = tick
         self.connected = threading.Event()
+        #: called on paho's network thread after each successful (re)connect, once the
+        #: uplink has subscribed to its acks: the HQ link subscribes to the rest there
+        self.on_connected: list[Callable[[mqtt.Client], None]] = []
         self.last_ack_at: float | None = None
         self._sent_at: dict[int, float] = {}
         self._wake = threading.Event()
@@ -116,6 +120,8 @@ class Uplink:
             self._sent_at.clear()  # resume from the oldest unacknowledged record
         self.connected.set()
         self._wake.set()
+        for listener in self.on_connected:
+            listener(client)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -124,8 +130,13 @@ class Uplink:
         log.info("%s: lost broker connection (%s), reconnecting", self.device_id, reason_code)
 
     def _on_message(self, client, userdata, message) -> None:
+        self.acknowledge(message.payload)
+
+    def acknowledge(self, payload: bytes) -> None:
+        """HQ's ack (the payload of the device's ack topic): drop what HQ has committed,
+        send again what it reports missing."""
         try:
-            ack = Ack.from_json(message.payload)
+            ack = Ack.from_json(payload)
         except ValueError as exc:
             log.warning("%s: ignoring %s", self.device_id, exc)
             return

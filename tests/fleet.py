@@ -20,12 +20,10 @@ from broker_config.runner import Broker
 from hq_server.devices import add_device
 from hq_server.ledger import ingest_figures
 from hq_server.schema import open_engine
-from protocol.card_state import CardState
-from simulators.count_card import SimCountCard
-from terminal_fw.gate import Gate
 from terminal_fw.identity import DeviceIdentity, load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
+from tests.hq_records import CountCard, VisitGate, count_card
 
 STORE = "store-01"
 
@@ -45,7 +43,7 @@ class Terminal:
     outbox: Outbox
     password: str
     uplink: Uplink | None = None
-    gate: Gate | None = None
+    gate: VisitGate | None = None
 
     @property
     def device_id(self) -> str:
@@ -79,7 +77,7 @@ class Fleet:
         self.broker.reload()
         term.uplink = Uplink(device_id, term.outbox, host="127.0.0.1", port=self.broker.port,
                              password=term.password, resend_after=resend_after)
-        term.gate = Gate(ident, term.outbox, "swim")
+        term.gate = VisitGate(ident, term.outbox, "swim")
         self.terminals.append(term)
         return term
 
@@ -124,8 +122,8 @@ class Fleet:
         self.broker.stop()
 
 
-def member_card(n: int = 1, visits: int = 1000) -> SimCountCard:
-    return SimCountCard(CardState(card_id=f"M{n:05d}", visits={"swim": visits}))
+def member_card(n: int = 1, visits: int = 1000) -> CountCard:
+    return count_card(f"M{n:05d}", visits)
 
 
 def make_fleet(tmp_path: Path) -> Fleet:

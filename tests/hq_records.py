@@ -2,11 +2,17 @@
 
 ``Till`` signs records the way a terminal's outbox does (sequence, previous hash,
 Ed25519), so ingest, ledger and reconciliation see exactly what the field sends.
+``VisitGate`` taps :class:`CountCard` members through the gate's own card operation
+(:func:`protocol.card_ops.take_visit`) and the terminal's signing place, for tests that
+need real signed visits at volume.
 """
 
 from __future__ import annotations
 
 import random
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -14,8 +20,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq_server.devices import add_device
+from protocol import card_ops
+from protocol.card_ops import TerminalContext
+from protocol.card_state import CardState, Refusal
+from protocol.products import CardProduct, Catalogue, CountProduct
 from protocol.record import GENESIS_HASH, Operation, SignedRecord, TransactionRecord
 from protocol.topics import records_topic
+from terminal_fw.identity import DeviceIdentity
+from terminal_fw.outbox import Outbox
+from terminal_fw.tap import Recorder
 
 #: Parameters for an ``engine`` fixture: every ledger test runs on the embedded store
 #: and on PostgreSQL (which must be there in CI: ``pg_url`` fails instead of skipping).
@@ -120,3 +133,89 @@ def shuffled(items: list, seed: int = 7) -> list:
     out = list(items)
     random.Random(seed).shuffle(out)
     return out
+
+
+# --- gates over decoded cards: signed visits at volume --------------------------------
+
+#: The catalogue of :class:`VisitGate`: one count product, no limits, no anti-passback.
+COUNT_CATALOGUE = Catalogue(
+    card_products=(CardProduct(1, "count-card", count_products=("swim",)),),
+    count_products=(CountProduct(10, "swim", 4000, 10),),
+)
+
+
+class CardTorn(IOError):
+    """The card left the field during a write; nothing was written."""
+
+
+class CountCard:
+    """A member card as a decoded :class:`CardState` in memory (no chip, no reader), for
+    tests that need many members; it can be told to tear at its next write, which
+    leaves its state unchanged, as a card pulled away before the write."""
+
+    def __init__(self, state: CardState) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+        self.tear_next_write = False
+
+    def read(self) -> CardState:
+        with self._lock:
+            return self._state
+
+    def write(self, new_state: CardState) -> None:
+        with self._lock:
+            if self.tear_next_write:
+                self.tear_next_write = False
+                raise CardTorn(f"card {self._state.card_id} left the field during the write")
+            self._state = new_state
+
+    @property
+    def state(self) -> CardState:
+        return self.read()
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    opened: bool
+    reason: str = ""
+    record: SignedRecord | None = None
+
+
+class VisitGate:
+    """A gate taking one visit of ``product`` per tap from a :class:`CountCard`.
+
+    The decision is the deployed one, :func:`protocol.card_ops.take_visit`, and the record
+    is signed where a terminal signs every record (:class:`terminal_fw.tap.Recorder`, into
+    the device's outbox); only the card's MIFARE memory and the intent journal are left
+    out, so HQ tests get real signed visits by the thousand.
+    """
+
+    def __init__(self, identity: DeviceIdentity, outbox: Outbox, product: str = "swim", *,
+                 operator: str = "", clock: Callable[[], float] = time.time,
+                 offline: Callable[[], bool] = lambda: False) -> None:
+        self.identity = identity
+        self.outbox = outbox
+        self.recorder = Recorder(identity, outbox)
+        self.product = product
+        self.operator = operator
+        self.clock = clock
+        self.offline = offline
+
+    def tap(self, card: CountCard) -> GateDecision:
+        """Decide, write the card, then sign the record; open only after that."""
+        state = card.read()
+        ctx = TerminalContext(device_id=self.identity.device_id, store=self.identity.store,
+                              chain_id=state.chain_id, now_ms=int(self.clock() * 1000),
+                              operator=self.operator, accepts=(self.product,),
+                              offline=self.offline())
+        outcome = card_ops.take_visit(state, catalogue=COUNT_CATALOGUE, ctx=ctx)
+        if isinstance(outcome, Refusal):
+            return GateDecision(False, str(outcome))
+        card.write(outcome.state)
+        [signed] = self.recorder.sign(outcome.records)
+        return GateDecision(True, "", signed)
+
+
+def count_card(card_id: str = "M00001", visits: int = 1000, counter: int = 0) -> CountCard:
+    """A member card holding ``visits`` swims."""
+    return CountCard(CardState(card_id=card_id, visits={"swim": visits}, counter=counter))

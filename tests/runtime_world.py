@@ -6,12 +6,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from protocol.card_ops import add_visits, issue, open_account
 from simulators.mifare_classic import MifareClassic1K
-from terminal_fw.card_app import CardService, WriteStatus
 from terminal_fw.identity import load_or_create
 from terminal_fw.runtime import Runtime, RuntimeSettings, write_chain_keys
-from tests.card_world import CATALOGUE, KEYS, T0, ctx
+from tests.card_world import CATALOGUE, KEYS, T0
 
 STORE = "store-01"
 
@@ -38,14 +36,11 @@ def config_doc(version: int = 1, **changes: Any) -> dict[str, Any]:
 def member_card(uid: bytes = bytes.fromhex("11223344"), card_id: str = "M00001",
                 packages: int = 1, opening_fen: int = 0, now_ms: int = T0) -> MifareClassic1K:
     """A gold card with ``packages`` x 10 swim visits (and ``opening_fen`` on the purse)."""
+    from tests.card_tx import personalise
+
     card = MifareClassic1K.blank(uid)
-    svc = CardService(KEYS, CATALOGUE)
-    steps = [(issue, (), {"card_id": card_id, "card_product": "gold"}),
-             (open_account, (opening_fen,), {})]
-    if packages:
-        steps.append((add_visits, ("swim", packages), {}))
-    for op, args, kwargs in steps:
-        assert svc.run(card, op, *args, ctx=ctx(now_ms), **kwargs).status is WriteStatus.WRITTEN
+    personalise(card, card_id, "gold", opening_fen=opening_fen,
+                visits=(("swim", packages),) if packages else (), now_ms=now_ms)
     return card
 
 

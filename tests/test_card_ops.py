@@ -7,14 +7,18 @@ from dataclasses import replace
 import pytest
 
 from protocol.card_ops import (
+    OPERATIONS,
+    CardNeed,
     CheckoutLine,
     Done,
     add_visits,
+    card_operation,
     check_denylist,
     debit,
     issue,
     on_image,
     open_account,
+    read_balance,
     recall,
     recharge,
     refund,
@@ -221,16 +225,16 @@ def test_denylisted_card_is_refused_and_blocked_on_the_card() -> None:
 def test_recall_empties_the_card_and_it_can_be_issued_again() -> None:
     s = done(add_visits(funded(), "swim", catalogue=CATALOGUE, ctx=ctx())).state
     s = done(add_visits(s, "gym", catalogue=CATALOGUE, ctx=ctx())).state
-    d = done(recall(s, ctx=ctx()))
+    d = done(recall(s, catalogue=CATALOGUE, ctx=ctx()))
     assert d.state.recalled and d.state.purse_fen == 0 and d.state.visits == {}
     assert [(r.product, r.purse_before, r.cash_fen, r.visits_before) for r in d.records] == \
         [("", 110_000, -110_000, 0), ("swim", 0, 0, 10), ("gym", 0, 0, 12)]
     refused(take_visit(d.state, catalogue=CATALOGUE, ctx=ctx()), R.RECALLED)
-    refused(recall(d.state, ctx=ctx()), R.RECALLED)
+    refused(recall(d.state, catalogue=CATALOGUE, ctx=ctx()), R.RECALLED)
     again = done(issue(d.state, card_id="M00077", card_product="guest", catalogue=CATALOGUE,
                        ctx=ctx()))
     assert again.state.counter == d.state.counter + 1 and not again.state.recalled
-    kept = done(recall(s, ctx=ctx(), pay_out=False))
+    kept = done(recall(s, catalogue=CATALOGUE, ctx=ctx(), pay_out=False))
     assert kept.record.cash_fen == 0
 
 
@@ -246,6 +250,34 @@ def test_operations_on_whole_images() -> None:
     refused(on_image(image, take_visit, keys=KEYS, catalogue=CATALOGUE, ctx=ctx()), R.NOT_ONECARD)
     r2 = on_image(r.image, recall, keys=KEYS, catalogue=CATALOGUE, ctx=ctx())
     assert not isinstance(r2, Refusal) and r2.done.state.recalled
+
+
+def test_every_operation_is_in_the_table_and_takes_catalogue_and_ctx() -> None:
+    s = funded()
+    for name, op in OPERATIONS.items():
+        assert card_operation(name) is op and card_operation(op.run) is op
+        if op.needs is CardNeed.BLANK_OR_RECALLED:
+            continue
+        args = {"recharge": (100,), "open_account": (0,), "add_visits": ("swim",),
+                "sell_pass": ("month",), "debit": ([CheckoutLine("food", 100)],)}.get(name, ())
+        if name == "refund":
+            paid = done(debit(s, [CheckoutLine("food", 100)], catalogue=CATALOGUE, ctx=ctx()))
+            s, args = paid.state, (paid.record,)
+        op.run(s, *args, catalogue=CATALOGUE, ctx=ctx())  # one signature for all
+    with pytest.raises(ValueError):
+        card_operation(check_denylist)  # the step before every operation, not one itself
+
+
+def test_reading_the_balance_writes_and_records_nothing() -> None:
+    s = funded()
+    d = done(read_balance(s, catalogue=CATALOGUE, ctx=ctx()))
+    assert d.state is s and d.records == () and not OPERATIONS["read_balance"].writes
+    image = MifareClassic1K.blank(UID).to_mfd()
+    r = on_image(image, "issue", keys=KEYS, catalogue=CATALOGUE, card_id="M00001",
+                 card_product="gold", ctx=ctx())
+    assert not isinstance(r, Refusal)
+    shown = on_image(r.image, read_balance, keys=KEYS, catalogue=CATALOGUE, ctx=ctx())
+    assert not isinstance(shown, Refusal) and shown.image == r.image
 
 
 def test_catalogue_round_trips_through_json_and_refuses_nonsense() -> None:

@@ -31,17 +31,17 @@ from protocol.topics import records_topic
 from terminal_fw.enrolment import (
     ENROLMENT_FILE,
     EnrolmentFailed,
-    enroll,
+    enrol,
     load_enrolment,
     mqtt_tls_context,
     roll_keys,
 )
-from terminal_fw.gate import Gate
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
 from tests.conftest import have_mosquitto, require
 from tests.fleet import member_card
+from tests.hq_records import VisitGate
 from tests.mtls_helpers import Probe, make_site, remove_site, start_broker, tls_context, wait_for
 
 PASSWORD = "correct horse battery staple"
@@ -68,8 +68,8 @@ class HQ:
         assert r.status_code == 201, r.text
         return r.json()["token"]
 
-    def enroll(self, token: str, name: str):
-        return enroll(self.url, token, self.workdir / name / "secrets",
+    def enrol(self, token: str, name: str):
+        return enrol(self.url, token, self.workdir / name / "secrets",
                       ca_file=self.site.device_ca_cert)
 
     def count(self, table) -> int:
@@ -100,7 +100,7 @@ def sign_visit(secrets: Path, enrolled, seq_card: int = 1):
     """A real gate tap on the enrolled identity; returns (outbox, signed record)."""
     ident = load_or_create(secrets, enrolled.device_id, enrolled.store)
     outbox = Outbox(secrets.parent / "terminal.db")
-    decision = Gate(ident, outbox, "swim").tap(member_card(seq_card))
+    decision = VisitGate(ident, outbox, "swim").tap(member_card(seq_card))
     return outbox, decision.record
 
 
@@ -141,7 +141,7 @@ def test_tokens_need_an_operator(hq: HQ):
 
 
 def test_enrolled_terminal_connects_and_publishes_only_where_it_may(hq: HQ):
-    enrolled = hq.enroll(hq.token(), "t1")
+    enrolled = hq.enrol(hq.token(), "t1")
     secrets = enrolled.secrets_dir
     assert enrolled.store == "store-01" and enrolled.role == "gate"
     assert enrolled.device_id.startswith("store-01-gate-")
@@ -173,7 +173,7 @@ def test_enrolled_terminal_connects_and_publishes_only_where_it_may(hq: HQ):
 
 
 def test_enrolled_terminal_records_reach_the_ledger_over_mutual_tls(hq: HQ):
-    enrolled = hq.enroll(hq.token(), "t2")
+    enrolled = hq.enrol(hq.token(), "t2")
     outbox, _ = sign_visit(enrolled.secrets_dir, enrolled)
     for n in range(2, 4):
         sign_visit(enrolled.secrets_dir, enrolled, n)
@@ -195,20 +195,20 @@ def test_enrolled_terminal_records_reach_the_ledger_over_mutual_tls(hq: HQ):
 
 def test_token_works_once_and_expires(hq: HQ):
     token = hq.token()
-    hq.enroll(token, "once")
+    hq.enrol(token, "once")
     before = hq.count(devices)
     with pytest.raises(EnrolmentFailed) as used:
-        hq.enroll(token, "twice")
+        hq.enrol(token, "twice")
     assert used.value.code == "token_used" and "already used" in str(used.value)
     assert token not in str(used.value)
 
     stale = create_token(hq.engine, "store-01", "gate", "test", now_ms=1_000_000).token
     with pytest.raises(EnrolmentFailed) as expired:
-        hq.enroll(stale, "late")
+        hq.enrol(stale, "late")
     assert expired.value.code == "token_expired" and "expired" in str(expired.value)
 
     with pytest.raises(EnrolmentFailed) as unknown:
-        hq.enroll("oce_not-a-token", "guess")
+        hq.enrol("oce_not-a-token", "guess")
     assert unknown.value.code == "unknown_token"
     assert hq.count(devices) == before  # refused enrolments register nothing
     assert not (hq.workdir / "twice" / "secrets" / ENROLMENT_FILE).exists()
@@ -216,11 +216,11 @@ def test_token_works_once_and_expires(hq: HQ):
     # the keys made for the refused attempt are reused with a good token
     pending = sorted(p.name for p in (hq.workdir / "late" / "secrets").iterdir())
     assert pending == ["mqtt.key.pending", "signing_key.pem.pending"]
-    assert hq.enroll(hq.token(), "late").device_id
+    assert hq.enrol(hq.token(), "late").device_id
 
 
 def test_rolled_keys_replace_the_old_ones_at_once(hq: HQ):
-    enrolled = hq.enroll(hq.token(), "roller")
+    enrolled = hq.enrol(hq.token(), "roller")
     secrets = enrolled.secrets_dir
     old_copy = hq.workdir / "roller-old"
     shutil.copytree(secrets, old_copy)
@@ -252,7 +252,7 @@ def test_rolled_keys_replace_the_old_ones_at_once(hq: HQ):
 
 
 def test_revoked_device_is_refused_by_the_broker_and_by_hq(hq: HQ):
-    enrolled = hq.enroll(hq.token(), "lost")
+    enrolled = hq.enrol(hq.token(), "lost")
     outbox, record = sign_visit(enrolled.secrets_dir, enrolled)
     online = Probe(enrolled.broker_port, mqtt_tls_context(enrolled.secrets_dir))
     assert online.connect()

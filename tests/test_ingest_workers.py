@@ -32,13 +32,20 @@ from protocol.topics import (
     DenylistDelta,
     DenylistSnapshot,
 )
-from simulators.count_card import SimCountCard
-from terminal_fw.gate import Gate
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
 from tests.fleet import wait_for
-from tests.hq_records import STORES, Card, Till, recharge, store_engine, url_of
+from tests.hq_records import (
+    STORES,
+    Card,
+    CountCard,
+    Till,
+    VisitGate,
+    recharge,
+    store_engine,
+    url_of,
+)
 
 
 @pytest.fixture(params=STORES)
@@ -137,11 +144,11 @@ def test_two_workers_on_a_shared_subscription_ledger_every_tap_once(pg_url, brok
             w.start()
         for w in workers:
             assert w.subscribed.wait(30)
-        members = [SimCountCard(CardState(card_id=f"M{n:03d}", visits={"swim": 50}))
+        members = [CountCard(CardState(card_id=f"M{n:03d}", visits={"swim": 50}))
                    for n in range(10)]
-        clone = SimCountCard(members[0].read())
+        clone = CountCard(members[0].read())
         for (ident, outbox), n in zip(gates, range(3), strict=True):
-            gate = Gate(ident, outbox, "swim")
+            gate = VisitGate(ident, outbox, "swim")
             for k in range(40):
                 gate.tap(members[(k + n) % len(members)])
             if n == 2:

@@ -1,7 +1,7 @@
 """Reconciliation: clones, rollbacks, forged top-ups and late denylist hits are caught.
 
 The rule cases run on plain data; the end-to-end cases drive real gates
-(``terminal_fw.gate.Gate`` with its durable outbox and signing key) tapping simulated
+(``tests.hq_records.VisitGate`` with its durable outbox and signing key) tapping simulated
 cards, send their signed records through HQ ingest, and reconcile on both stores.
 """
 
@@ -35,11 +35,9 @@ from hq_server.schema import card_reconciliation
 from protocol.card_state import CardState
 from protocol.record import Flag, Operation
 from protocol.topics import records_topic
-from simulators.count_card import SimCountCard
-from terminal_fw.gate import Gate
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
-from tests.hq_records import STORES, Card, Till, add_visits, store_engine
+from tests.hq_records import STORES, Card, CountCard, Till, VisitGate, add_visits, store_engine
 
 T0 = 1_700_000_000_000
 
@@ -149,13 +147,13 @@ class Site:
         self.engine = engine
         self.tmp = tmp_path
         self.till = Till("pos-01", "store-a").register(engine)
-        self.gates: dict[str, Gate] = {}
+        self.gates: dict[str, VisitGate] = {}
         self.clock = T0 / 1000
 
-    def gate(self, device_id: str, *, offline: bool = True) -> Gate:
+    def gate(self, device_id: str, *, offline: bool = True) -> VisitGate:
         ident = load_or_create(self.tmp / device_id / "secrets", device_id, "store-a")
         add_device(self.engine, device_id, ident.public_key_hex, "store-a", "gate")
-        gate = Gate(ident, Outbox(self.tmp / device_id / "outbox.db"), "swim",
+        gate = VisitGate(ident, Outbox(self.tmp / device_id / "outbox.db"), "swim",
                     clock=self.tick, offline=lambda: offline)
         self.gates[device_id] = gate
         return gate
@@ -164,11 +162,11 @@ class Site:
         self.clock += 1.0
         return self.clock
 
-    def sell_card(self, card_id: str, visits: int) -> SimCountCard:
+    def sell_card(self, card_id: str, visits: int) -> CountCard:
         card = Card(card_id)
         self.till.clock_ms = int(self.tick() * 1000)
         ingest_all(self.engine, [self.till.message(add_visits(self.till, card, "swim", visits, 5000))])
-        return SimCountCard(CardState(card_id=card_id, visits=dict(card.visits), counter=card.counter))
+        return CountCard(CardState(card_id=card_id, visits=dict(card.visits), counter=card.counter))
 
     def upload(self) -> None:
         """Every gate's outbox reaches HQ (as when the gates come back online)."""
@@ -181,7 +179,7 @@ def test_a_cloned_card_used_at_two_offline_gates_is_caught_and_denylisted(engine
     site = Site(engine, tmp_path)
     g1, g2 = site.gate("gate-01"), site.gate("gate-02")
     card = site.sell_card("M1", 3)
-    clone = SimCountCard(card.read())  # the card image copied onto a blank card
+    clone = CountCard(card.read())  # the card image copied onto a blank card
     for _ in range(3):
         assert g1.tap(card).opened
         assert g2.tap(clone).opened  # offline, the second gate cannot know

@@ -41,7 +41,7 @@ def terminal_outbox(store_db: Path) -> None:
                f"{box.backlog()} waiting")
 
 
-@group.command("enroll")
+@group.command("enrol")
 @click.option("--hq", "hq_url", required=True, help="HQ's API, https://...")
 @click.option("--token", envvar="ONECARD_ENROL_TOKEN", required=True,
               help="One-time enrolment token from HQ (env ONECARD_ENROL_TOKEN).")
@@ -49,16 +49,19 @@ def terminal_outbox(store_db: Path) -> None:
               help="The device's secrets folder (made with mode 0700).")
 @click.option("--ca", "ca_file", type=click.Path(path_type=Path, exists=True), default=None,
               help="CA certificate to trust for HQ (default: the system's).")
-def terminal_enroll(hq_url: str, token: str, secrets_dir: Path, ca_file: Path | None) -> None:
+def terminal_enrol(hq_url: str, token: str, secrets_dir: Path, ca_file: Path | None) -> None:
     """Enrol this terminal: make its keys, send the public parts and the token to HQ."""
-    from terminal_fw.enrolment import EnrolmentFailed, enroll
+    from terminal_fw.enrolment import EnrolmentFailed, enrol
 
     try:
-        done = enroll(hq_url, token, secrets_dir, ca_file=ca_file)
+        done = enrol(hq_url, token, secrets_dir, ca_file=ca_file)
     except EnrolmentFailed as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"device_id": done.device_id, "store": done.store, "role": done.role,
                            "broker": f"{done.broker_host}:{done.broker_port}"}))
+
+
+group.add_command(terminal_enrol, "enroll")  # the spelling of earlier releases
 
 
 @group.command("roll-keys")

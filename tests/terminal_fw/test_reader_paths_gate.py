@@ -2,7 +2,7 @@
 
 PC/SC: pyscard → pcscd → vpcd → simulated reader → chip model. PN532: pyserial → pty →
 emulated PN532 → chip model. The gate is the deployed path,
-:class:`terminal_fw.intent.CardTransactions` (``tests/card_tx.py``). A card torn away at
+:class:`terminal_fw.tap.TapRunner` (``tests/card_tx.py``). A card torn away at
 every write of a visit must leave a valid card, and the card, the outbox and the intent
 journal must agree once the member taps again: one visit taken, one record, nothing left
 unsettled.
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.card_ops import CheckoutLine, add_visits, debit, issue, open_account, take_visit
+from protocol.card_ops import CheckoutLine, debit, take_visit
 from protocol.card_state import RefusalReason
 from protocol.record import Operation
 from simulators.mifare_classic import MifareClassic1K
 from simulators.pn532_emulator import Pn532Emulator
-from terminal_fw.card_app import CardApp, CardService, WriteStatus
-from terminal_fw.intent import CardTransactions, Status
+from terminal_fw.card_memory import CardMemory, WriteStatus
+from terminal_fw.tap import Status, TapRunner
 from tests import pcsc_fixtures
-from tests.card_tx import make_tx, tap
+from tests.card_tx import make_runner, personalise, tap
 from tests.card_world import CATALOGUE, KEYS, T0, ctx
 from tests.reader_paths import PcscPath, Pn532Path
 
@@ -53,19 +53,14 @@ def pcsc_fixtures_free_field():
 def member_card(purse_fen: int = 100_000, swims: int = 1) -> MifareClassic1K:
     """An issued gold card with money and ``swims`` ten-visit swim packages."""
     card = MifareClassic1K.blank(UID)
-    svc = CardService(KEYS, CATALOGUE)
-    assert svc.run(card, issue, card_id="M00042", card_product="gold",
-                   ctx=ctx()).status is WriteStatus.WRITTEN
-    assert svc.run(card, open_account, purse_fen, ctx=ctx()).status is WriteStatus.WRITTEN
-    for _ in range(swims):
-        assert svc.run(card, add_visits, "swim", ctx=ctx()).status is WriteStatus.WRITTEN
+    personalise(card, "M00042", opening_fen=purse_fen, visits=(("swim", 1),) * swims)
     card.enter_field()
     return card
 
 
 def card_state(card: MifareClassic1K):
     card.enter_field()
-    return CardApp(card, KEYS, CATALOGUE).read().state
+    return CardMemory(card, KEYS, CATALOGUE).read().state
 
 
 def hourly_clock():
@@ -75,8 +70,8 @@ def hourly_clock():
 
 
 @pytest.fixture
-def gate(tmp_path) -> CardTransactions:
-    return make_tx(tmp_path, clock=hourly_clock())
+def gate(tmp_path) -> TapRunner:
+    return make_runner(tmp_path, clock=hourly_clock())
 
 
 def test_visit_opens_the_gate_and_records_it(path, gate):
@@ -119,7 +114,7 @@ def test_refused_card_keeps_the_gate_shut(path, gate):
 def _writes_per_visit(folder) -> tuple[int, int]:
     """EEPROM writes of one visit on the gate's path: (the commit's, all of them)."""
     card = member_card()
-    app = CardApp(card, KEYS, CATALOGUE)
+    app = CardMemory(card, KEYS, CATALOGUE)
     read = app.read(for_write=True)
     done = take_visit(read.state, catalogue=CATALOGUE, ctx=ctx(T0 + 3_600_000))
     before = card.writes
@@ -127,7 +122,7 @@ def _writes_per_visit(folder) -> tuple[int, int]:
     commit = card.writes - before
     card = member_card()
     before = card.writes
-    assert tap(make_tx(folder, clock=hourly_clock()), card).ok
+    assert tap(make_runner(folder, clock=hourly_clock()), card).ok
     total = card.writes - before
     assert 0 < commit < total, (commit, total)
     return commit, total

@@ -8,11 +8,12 @@ import stat
 import pytest
 
 from protocol.record import GENESIS_HASH, Operation, TransactionRecord, decode_wire
-from simulators.count_card import CardTorn
-from terminal_fw.gate import Gate
+from simulators.mifare_classic import MifareClassic1K
+from terminal_fw.card_memory import CardMemory
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
-from tests.fleet import member_card
+from tests.card_tx import make_runner, personalise, tap
+from tests.card_world import CATALOGUE, KEYS, UID
 
 
 def visit_content(device_id: str = "gate-01") -> TransactionRecord:
@@ -67,25 +68,29 @@ def test_only_acknowledged_records_leave_and_the_chain_continues(tmp_path):
     assert last.record.seq == 6
 
 
+def swims(card: MifareClassic1K) -> int:
+    return CardMemory(card, KEYS, CATALOGUE).read().state.visits_of("swim")
+
+
 def test_gate_opens_only_with_a_committed_record(tmp_path):
-    ident = load_or_create(tmp_path / "k", "gate-01", "s1")
-    box = Outbox(tmp_path / "t.db")
-    gate = Gate(ident, box, "swim")
-    card = member_card(visits=2)
-    first = gate.tap(card)
-    assert first.opened and box.get(first.record.record.seq) == first.record.wire
-    assert first.record.record.visits_before == 2 and first.record.record.visits_after == 1
-    assert gate.tap(card).opened
-    refused = gate.tap(card)
-    assert not refused.opened and "no visits" in refused.reason
-    assert box.backlog() == 2 and card.state.visits_of("swim") == 0
+    gate = make_runner(tmp_path)
+    box = gate.outbox
+    card = personalise(MifareClassic1K.blank(UID), visits=(("swim", 1),))
+    first = tap(gate, card)
+    assert first.ok and box.get(first.records[0].record.seq) == first.records[0].wire
+    assert first.records[0].record.visits_before == 10 and first.records[0].record.visits_after == 9
+    for _ in range(9):
+        assert tap(gate, card).ok
+    refused = tap(gate, card)
+    assert not refused.ok and "no visits" in refused.reason
+    assert box.backlog() == 10 and swims(card) == 0
 
 
 def test_torn_card_write_makes_no_record_and_takes_no_visit(tmp_path):
-    ident = load_or_create(tmp_path / "k", "gate-01", "s1")
-    box = Outbox(tmp_path / "t.db")
-    card = member_card(visits=3)
-    card.tear_next_write = True
-    with pytest.raises(CardTorn):
-        Gate(ident, box, "swim").tap(card)
-    assert card.state.visits_of("swim") == 3 and box.backlog() == 0
+    gate = make_runner(tmp_path)
+    box = gate.outbox
+    card = personalise(MifareClassic1K.blank(UID), visits=(("swim", 1),))
+    card.tear_at_write(1, "before")
+    assert tap(gate, card).retry
+    card.enter_field()
+    assert swims(card) == 10 and box.backlog() == 0

@@ -77,7 +77,7 @@ def world(broker_factory):
 def test_online_with_versions_and_backlog_then_clean_offline(world, tmp_path):
     broker, hq, password = world
     rt = make_runtime(tmp_path, broker_port=broker.port, password=password)
-    rt.clock = rt.tx.clock = lambda: T0 / 1000
+    rt.clock = rt.taps.clock = lambda: T0 / 1000
     rt.config.offer(config_doc(4))
     rt.start()
     try:

@@ -15,10 +15,10 @@ import time
 import pytest
 
 from protocol.card_ops import take_visit
-from terminal_fw.card_app import CardApp
-from terminal_fw.intent import IntentJournal, Status
+from terminal_fw.card_memory import CardMemory
 from terminal_fw.outbox import Outbox
-from tests.card_tx import make_tx
+from terminal_fw.tap import IntentJournal, Status
+from tests.card_tx import make_runner
 from tests.card_world import CATALOGUE, KEYS, T0
 from tests.runtime_world import member_card
 
@@ -64,7 +64,7 @@ class SlowDisk(IntentJournal):
 
 def gate(tmp_path, log):
     tick = iter(range(1, 1000))
-    tx = make_tx(tmp_path, clock=lambda: T0 / 1000 + next(tick) * 3600, accepts=("swim",))
+    tx = make_runner(tmp_path, clock=lambda: T0 / 1000 + next(tick) * 3600, accepts=("swim",))
     tx.journal = SlowDisk(tx.outbox, log)
     outbox = tx.outbox
     real_commit = tx._commit
@@ -95,7 +95,7 @@ def test_the_new_state_counts_on_the_card_only_once_its_intent_is_on_disk(tmp_pa
     assert writes[1] < on_disk < writes[2]  # ...overlapping blocks 12-13, never block 14
     assert recorded > writes[2]  # records only for a state the card holds
     assert log[recorded][1] == Status.COMMITTED.value  # the gate has yet to open
-    state = CardApp(card, KEYS, CATALOGUE).read()
+    state = CardMemory(card, KEYS, CATALOGUE).read()
     assert state.both_copies_current and state.state.visits == {"swim": 9}
     tx.served(result)
     assert [i.status for i in tx.journal.unresolved()] == []
@@ -124,11 +124,11 @@ def test_a_card_pulled_away_during_the_second_copy_still_counts_once(tmp_path):
     result = tx.run(RecordingLink(card, log), take_visit, serve=True)
     assert result.ok, result.reason  # the commit stood: the visit is taken and recorded
     card.enter_field()
-    read = CardApp(card, KEYS, CATALOGUE).read()
+    read = CardMemory(card, KEYS, CATALOGUE).read()
     assert read.state.visits == {"swim": 9} and not read.both_copies_current
     tx.served(result)
     assert tx.run(RecordingLink(card, log), take_visit, serve=True).ok  # repaired, next visit
-    read = CardApp(card, KEYS, CATALOGUE).read()
+    read = CardMemory(card, KEYS, CATALOGUE).read()
     assert read.state.visits == {"swim": 8}
     assert [r.visits_after for r in (s.record for s in outbox.records())] == [9, 8]
     outbox.close()
@@ -147,7 +147,7 @@ def test_an_intent_that_cannot_reach_the_disk_stops_the_card_write(tmp_path):
         tx.run(RecordingLink(card, log), take_visit, serve=True)
     assert 14 not in [e[1] for e in log if e[0] == "write"]  # the commit's last block
     card.enter_field()
-    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 10}
+    assert CardMemory(card, KEYS, CATALOGUE).read().state.visits == {"swim": 10}
     assert outbox.records() == []
     outbox.close()
 
@@ -161,8 +161,8 @@ def test_intents_kept_by_an_older_terminal_in_its_runtime_store_move_beside_the_
         " serve INTEGER NOT NULL, seq_before INTEGER NOT NULL, before TEXT NOT NULL,"
         " after TEXT NOT NULL, records TEXT NOT NULL, status TEXT NOT NULL,"
         " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL)")
-    state = CardApp(member_card(), KEYS, CATALOGUE).read().state
-    from terminal_fw.intent import _state_json
+    state = CardMemory(member_card(), KEYS, CATALOGUE).read().state
+    from terminal_fw.tap.journal import state_json as _state_json
 
     legacy.execute("INSERT INTO intents VALUES ('abc', '11223344', 'take_visit', 1, 0, ?, ?,"
                    " '[]', 'open', 1, 1)", (_state_json(state), _state_json(state)))
@@ -181,12 +181,12 @@ def test_an_adopted_intent_whose_records_an_older_terminal_already_committed_is_
     """Older terminals committed the records, then the intent's status, in two steps; a
     power cut between them, then the upgrade: the records are in the outbox already."""
     from protocol.card_ops import TerminalContext
-    from terminal_fw.intent import _state_json
     from terminal_fw.local_store import LocalStore
+    from terminal_fw.tap.journal import state_json as _state_json
 
     log: list[tuple] = []
     tx, outbox = gate(tmp_path, log)
-    state = CardApp(member_card(), KEYS, CATALOGUE).read().state
+    state = CardMemory(member_card(), KEYS, CATALOGUE).read().state
     ctx = TerminalContext(device_id="gate-01", store="store-01", chain_id=KEYS.chain_id,
                           now_ms=T0 + 3_600_000)
     done = take_visit(state, catalogue=CATALOGUE, ctx=ctx)

@@ -14,7 +14,7 @@ from protocol.card_state import RefusalReason
 from protocol.record import Flag, Operation
 from protocol.terminal_config import ConfigError
 from protocol.topics import DenylistDelta, DenylistEntry, DenylistSnapshot
-from terminal_fw.card_app import CardApp
+from terminal_fw.card_memory import CardMemory
 from tests.card_world import CATALOGUE, KEYS, T0
 from tests.fleet import wait_for
 from tests.runtime_world import config_doc, make_runtime, member_card
@@ -37,7 +37,7 @@ def world(broker_factory, tmp_path):
     events: list[dict] = []
     rt = make_runtime(tmp_path, broker_port=broker.port, password=dev_password,
                       events=events.append)
-    rt.clock = rt.tx.clock = lambda: T0 / 1000  # the card world's morning
+    rt.clock = rt.taps.clock = lambda: T0 / 1000  # the card world's morning
     rt.start()
     wait_for(rt.online, TIMEOUT, "terminal online")
     yield broker, hq, rt, events
@@ -106,7 +106,7 @@ def test_denylist_snapshot_then_delta_refuses_a_lost_card_and_a_gap_takes_the_sn
     rt.role.on_card(card, "exit")  # refused at the exit too, and blocked on the card
     assert last(events)["event"] == "refused"
     assert RefusalReason.DENYLISTED.value in last(events)["reason"]
-    assert CardApp(card, KEYS, CATALOGUE).read().state.blocked
+    assert CardMemory(card, KEYS, CATALOGUE).read().state.blocked
     assert rt.outbox.records()[-1].record.operation is Operation.BLOCK
 
     # a delta that does not follow our version is not guessed at: the snapshot is taken

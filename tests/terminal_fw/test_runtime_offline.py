@@ -9,9 +9,9 @@ import pytest
 
 from protocol.card_state import RefusalReason
 from protocol.record import Flag, Operation
-from terminal_fw.card_app import CardApp
-from terminal_fw.intent import Status
+from terminal_fw.card_memory import CardMemory
 from terminal_fw.local_store import LocalStore
+from terminal_fw.tap import Status
 from tests.card_world import CATALOGUE, KEYS, T0
 from tests.runtime_world import config_doc, make_runtime, member_card
 
@@ -40,7 +40,7 @@ def offline_runtime(tmp_path, role="gate", **kw):
     rt = make_runtime(tmp_path, role=role, events=events.append, **kw)
     _started.append(rt)
     clock = Clock()
-    rt.clock = rt.tx.clock = rt.uid.clock = rt.journal.clock = clock
+    rt.clock = rt.taps.clock = rt.uid.clock = rt.journal.clock = clock
     rt.uid._last_contact_ms = T0  # HQ was last heard from at the start of the test
     gate = {"group": 1, "accepts": ["swim"]} if role == "gate" else {}
     assert rt.config.offer(config_doc(1, gate=gate)).version == 1
@@ -107,9 +107,9 @@ def test_an_unconfirmed_card_write_is_reported_with_both_states_then_settled(tmp
     [intent] = rt.journal.unresolved()
     assert intent.status is Status.OPEN
 
-    assert rt.tx.report_unconfirmed(older_than_s=900) == 0  # not yet
+    assert rt.taps.report_unconfirmed(older_than_s=900) == 0  # not yet
     clock.t += 901  # (also past the gate group's 10 minutes of anti-passback)
-    assert rt.tx.report_unconfirmed(older_than_s=900) == 1
+    assert rt.taps.report_unconfirmed(older_than_s=900) == 1
     [r] = records(rt)
     assert r.flags & Flag.UNCONFIRMED_CARD_WRITE and r.operation is Operation.TAKE_VISIT
     states = r.extra["unconfirmed"]
@@ -121,7 +121,7 @@ def test_an_unconfirmed_card_write_is_reported_with_both_states_then_settled(tmp
     rt.role.on_card(card, "entry")
     assert events[-1]["event"] == "gate_open"
     assert [x.visits_after for x in records(rt)] == [9, 8]
-    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 8}
+    assert CardMemory(card, KEYS, CATALOGUE).read().state.visits == {"swim": 8}
     assert not rt.journal.unresolved()
 
 
@@ -146,11 +146,11 @@ def test_a_full_disk_raises_the_alarm_refuses_value_and_corrupts_nothing(tmp_pat
     rt.role.on_card(card, "entry")
     assert events[-1]["event"] == "refused" and "storage full" in events[-1]["reason"]
     assert any(e["event"] == "storage_alarm" for e in events)
-    assert rt._health()["readers"]["storage"] == "full"
+    assert rt.health()["readers"]["storage"] == "full"
     ok, reason, _ = rt.uid_use("qr", "X", 100)
     assert not ok and "storage full" in reason
     # nothing half-written: the card, the outbox and the store agree and check out
-    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 9}
+    assert CardMemory(card, KEYS, CATALOGUE).read().state.visits == {"swim": 9}
     assert [r.visits_after for r in records(rt)] == [9]
     for db in (rt.store, rt.outbox):
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -160,7 +160,7 @@ def test_a_full_disk_raises_the_alarm_refuses_value_and_corrupts_nothing(tmp_pat
     rt.outbox.execute("DELETE FROM intents WHERE id LIKE 'filler%'")
     for db in (rt.store, rt.outbox):
         db.execute("PRAGMA max_page_count=1000000")
-    rt._probe_storage()
+    rt.probe_storage()
     assert rt.storage_alarm == ""
     rt.role.on_card(card, "entry")
     assert events[-1]["event"] == "gate_open"
@@ -177,14 +177,14 @@ def test_the_counter_checks_out_deducts_recharges_and_issues(tmp_path):
     assert (debit.operation, debit.cash_fen, debit.operator) == (Operation.DEBIT, 8640, "alice")
     assert not counter.checkout(card, [("caviar", 1)]).ok
     assert counter.recharge(card, 50000).state.purse_fen == 52500  # bonus tier 2500
-    assert counter.deduct_visit(card, "swim").state.visits == {"swim": 9}
-    refused = counter.deduct_visit(card, "gym")
+    assert counter.take_visit(card, "swim").state.visits == {"swim": 9}
+    refused = counter.take_visit(card, "gym")
     assert not refused.ok and refused.refusal.reason is RefusalReason.EXHAUSTED
     blank = member_card.__globals__["MifareClassic1K"].blank(bytes.fromhex("0A0B0C0D"))
     issued = counter.issue_card(blank, "M00077", "gold", opening_fen=0)
     assert issued.ok and [s.record.operation for s in issued.records] == \
         [Operation.ISSUE, Operation.OPEN_ACCOUNT]
-    assert CardApp(blank, KEYS, CATALOGUE).read().state.card_id == "M00077"
+    assert CardMemory(blank, KEYS, CATALOGUE).read().state.card_id == "M00077"
     assert not rt.journal.unresolved()
 
 
@@ -192,9 +192,9 @@ def test_the_kiosk_engine_shows_and_sells(tmp_path):
     rt, events, clock = offline_runtime(tmp_path, role="kiosk", device_id="kiosk-01")
     card = member_card(opening_fen=100000, packages=0)
     kiosk = rt.role
-    assert kiosk.balance(card).state.purse_fen == 110000
-    assert kiosk.buy_visits(card, "gym").state.visits == {"gym": 12}
-    assert kiosk.buy_pass(card, "month").state.pass_product == "month"
+    assert kiosk.read_balance(card).state.purse_fen == 110000
+    assert kiosk.add_visits(card, "gym").state.visits == {"gym": 12}
+    assert kiosk.sell_pass(card, "month").state.pass_product == "month"
     assert kiosk.recharge(card, 1000, payment_ref="qr-123").ok
     ops = [r.operation for r in records(rt)]
     assert ops == [Operation.ADD_VISITS, Operation.SELL_PASS, Operation.RECHARGE]
@@ -203,7 +203,7 @@ def test_the_kiosk_engine_shows_and_sells(tmp_path):
 def test_no_config_means_no_value_taken(tmp_path):
     rt = make_runtime(tmp_path)
     _started.append(rt)
-    assert not rt.card(member_card(), member_card.__globals__["issue"]).ok
+    assert not rt.card(member_card(), "issue").ok
     ok, reason, _ = rt.uid_use("qr", "X", 0)
     assert not ok and "no configuration" in reason
     store = LocalStore(tmp_path / "data" / "runtime.db")
@@ -239,7 +239,7 @@ def test_the_shipped_settings_file_and_the_documented_config_parse():
     from terminal_fw.gate_io import GateWiring
     from terminal_fw.runtime import RuntimeSettings
 
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parent.parent.parent
     settings = RuntimeSettings.from_toml(root / "deploy" / "terminal.toml.example")
     assert settings.pcsc_entry.startswith("ACS ACR122U")
     assert [u["kind"] for u in settings.uid_readers] == ["em4100", "qr"]
@@ -276,4 +276,4 @@ def test_anti_passback_holds_across_the_gates_of_a_group_and_exits_record_nothin
     c2.t += 11 * 60  # ten minutes later the same entrance lets the card in again
     g2.role.on_card(card, "entry")
     assert e2[-1]["event"] == "gate_open"
-    assert CardApp(card, KEYS, CATALOGUE).read().state.visits == {"swim": 7}
+    assert CardMemory(card, KEYS, CATALOGUE).read().state.visits == {"swim": 7}

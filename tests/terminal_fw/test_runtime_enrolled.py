@@ -18,7 +18,7 @@ from hq_server.fleet_commands import FleetService
 from hq_server.ingest_worker import IngestWorker
 from hq_server.schema import open_engine
 from protocol.topics import DenylistSnapshot
-from terminal_fw.enrolment import enroll
+from terminal_fw.enrolment import enrol
 from terminal_fw.runtime import Runtime, RuntimeSettings, write_chain_keys
 from tests.card_world import KEYS
 from tests.conftest import have_mosquitto, require
@@ -60,7 +60,7 @@ def enrolled_runtime(hq, role: str, name: str) -> Runtime:
     site, engine, server, fleet, workdir = hq
     token = create_token(engine, "store-01", role, "test").token
     secrets = workdir / name / "secrets"
-    enroll(server.url, token, secrets, ca_file=site.device_ca_cert)
+    enrol(server.url, token, secrets, ca_file=site.device_ca_cert)
     write_chain_keys(secrets, KEYS)
     return Runtime(RuntimeSettings(secrets_dir=secrets, data_dir=workdir / name / "data",
                                    gpio={"mock": True}, admit_timeout_s=0.05))

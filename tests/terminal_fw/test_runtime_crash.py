@@ -23,11 +23,11 @@ import pytest
 
 from broker_config.runner import free_port
 from protocol.record import Flag, Operation
-from terminal_fw.card_app import CardApp
+from terminal_fw.card_memory import CardMemory
 from terminal_fw.config_sync import ConfigSync
-from terminal_fw.intent import IntentJournal, Status
 from terminal_fw.local_store import LocalStore
 from terminal_fw.outbox import Outbox
+from terminal_fw.tap import IntentJournal, Status
 from tests import pcsc_fixtures
 from tests.card_world import CATALOGUE, KEYS
 from tests.runtime_world import config_doc, member_card, prepare_terminal
@@ -134,7 +134,7 @@ def test_a_power_cut_at_any_step_of_a_tap_loses_and_doubles_nothing(vpcd_pair, t
         second.stop()
 
     card.enter_field()
-    visits_left = CardApp(card, KEYS, CATALOGUE).read().state.visits["swim"]
+    visits_left = CardMemory(card, KEYS, CATALOGUE).read().state.visits["swim"]
     box = Outbox(tmp_path / "data" / "terminal.db")
     visits = [r.record for r in box.records() if r.record.operation is Operation.TAKE_VISIT]
     box.close()
@@ -163,15 +163,15 @@ def test_the_counter_and_the_kiosk_work_on_a_card_through_pcsc(vpcd_pair, tmp_pa
         entry.field.place(card)
         assert readers.wait_for_card(TIMEOUT, reader=entry.name) is not None
         with readers.connect(entry.name) as link:
-            assert kiosk.role.balance(link).state.purse_fen == 10000
+            assert kiosk.role.read_balance(link).state.purse_fen == 10000
             paid = counter.role.checkout(link, [("tea", 2)], operator="alice")
             assert paid.ok and paid.state.purse_fen == 10000 - 2640
-            assert counter.role.deduct_visit(link, "swim").state.visits == {"swim": 9}
+            assert counter.role.take_visit(link, "swim").state.visits == {"swim": 9}
             assert kiosk.role.recharge(link, 50000, payment_ref="qr-9").state.purse_fen == \
                 10000 - 2640 + 52500
         entry.field.remove()
         card.enter_field()
-        state = CardApp(card, KEYS, CATALOGUE).read().state
+        state = CardMemory(card, KEYS, CATALOGUE).read().state
         assert (state.purse_fen, state.visits) == (59860, {"swim": 9})
         assert [r.record.operation for r in counter.outbox.records()] == \
             [Operation.DEBIT, Operation.TAKE_VISIT]
