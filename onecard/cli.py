@@ -130,9 +130,9 @@ def _answering_fleet(engine, *, host: str, port: int, username: str, password: s
     registry (``onecard hq uid-credential``), the denylist first, and the clock echo."""
     import threading
 
-    from hq_server.denylist import denylist_snapshot
-    from hq_server.fleet_commands import FleetService
-    from hq_server.uid_credentials import authoriser
+    from hq_server.devices.denylist import denylist_snapshot
+    from hq_server.devices.uid_credentials import authoriser
+    from hq_server.fleet.service import FleetService
 
     def denylisted(card_id: str) -> bool:
         return any(e.card_id == card_id for e in denylist_snapshot(engine).cards)
@@ -222,8 +222,8 @@ db_option = click.option(
               type=click.Choice(["gate", "handheld", "kiosk"]))
 def hq_add_device(db: str, device_id: str, public_key: str, store: str, role: str) -> None:
     """Register a terminal so HQ accepts the records it signs."""
-    from hq_server.devices import RegistryError, add_device
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.registry import RegistryError, add_device
 
     try:
         add_device(open_engine(db), device_id, public_key, store, role)
@@ -236,8 +236,8 @@ def hq_add_device(db: str, device_id: str, public_key: str, store: str, role: st
 @db_option
 def hq_list_devices(db: str) -> None:
     """List registered terminals with their ingest progress."""
-    from hq_server.devices import list_devices
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.registry import list_devices
 
     for d in list_devices(open_engine(db)):
         click.echo(f"{d['device_id']:<20} {d['role']:<9} {d['store']:<12} {d['status']:<8} "
@@ -249,8 +249,8 @@ def hq_list_devices(db: str) -> None:
 @click.option("--show", is_flag=True, help="Only print the current and newest revisions.")
 def hq_migrate(db: str, show: bool) -> None:
     """Bring the HQ database to the newest schema (Alembic; every HQ command does it too)."""
-    from hq_server.migrations import current_revisions, head_revisions, upgrade
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.db.migrations import current_revisions, head_revisions, upgrade
 
     engine = open_engine(db, migrate=False)
     if not show:
@@ -266,8 +266,8 @@ def hq_migrate(db: str, show: bool) -> None:
               help="Also check every stored record's signature again (slower audit).")
 def hq_verify_ledger(db: str, signatures: bool) -> None:
     """Recompute every balance from the entries and check that all of it balances."""
-    from hq_server.ledger import check_ledger
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ledger.check import check_ledger
 
     check = check_ledger(open_engine(db), signatures=signatures)
     for asset, total in sorted(check.asset_totals.items()):
@@ -319,8 +319,9 @@ def _date_option(text: str | None, param: str) -> int | None:
 @click.option("--auto-denylist-clones", is_flag=True, help="Denylist cards seen cloned.")
 def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
     """Compare cards' records with each other and with the ledger now (对账)."""
-    from hq_server.reconciliation import ReconcileConfig, reconcile_card_in_db, reconcile_due
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.reconciliation.rules import ReconcileConfig
+    from hq_server.reconciliation.runs import reconcile_card_in_db, reconcile_due
 
     engine, config = open_engine(db), ReconcileConfig(auto_denylist_clones)
     if card:
@@ -341,8 +342,8 @@ def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with the evidence.")
 def hq_anomalies(db: str, card: str | None, as_json: bool) -> None:
     """List open anomalies: clones, rollbacks, forged top-ups, late denylist hits."""
-    from hq_server.reconciliation import open_anomalies
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.reconciliation.runs import open_anomalies
 
     found = open_anomalies(open_engine(db), card)
     if as_json:
@@ -360,8 +361,8 @@ def hq_anomalies(db: str, card: str | None, as_json: bool) -> None:
 @click.option("--operator", required=True, help="Who asks for it.")
 def hq_reverse(db: str, txn_id: str, reason: str, operator: str) -> None:
     """Correct a ledger transaction by posting its exact reversal (冲正)."""
-    from hq_server.ledger import LedgerError, reverse_transaction
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ledger.writer import LedgerError, reverse_transaction
 
     try:
         click.echo(f"posted {reverse_transaction(open_engine(db), txn_id, reason, operator)}")
@@ -376,9 +377,9 @@ def hq_reverse(db: str, txn_id: str, reason: str, operator: str) -> None:
 @click.option("--post", is_flag=True, help="Book the period to the stores' settlement accounts.")
 def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
     """Who owes whom between stores for a period (跨店结算)."""
-    from hq_server.ledger import LedgerError
-    from hq_server.schema import open_engine
-    from hq_server.settlement import period_matrix, post_settlement
+    from hq_server.db.engine import open_engine
+    from hq_server.ledger.writer import LedgerError
+    from hq_server.settlement.runs import period_matrix, post_settlement
     from protocol.money import format_fen
 
     start_ms, end_ms = _when_ms(start, "--from"), _when_ms(end, "--to")
@@ -406,13 +407,13 @@ def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
 @click.option("--since", default=None, help="When the card stopped being good (add).")
 def hq_denylist(db: str, action: str, card_id: str | None, reason: str, since: str | None) -> None:
     """Show or change the denylist (挂失); running workers send changes to terminals."""
-    from hq_server.denylist import (
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.denylist import (
         DenylistError,
         add_to_denylist,
         denylist_snapshot,
         remove_from_denylist,
     )
-    from hq_server.schema import open_engine
 
     since_ms = _date_option(since, "--since")
     engine = open_engine(db)
@@ -454,8 +455,8 @@ def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
                           purposes: tuple[str, ...], max_amount_fen: int,
                           valid_from: str | None, valid_to: str | None) -> None:
     """Register CREDENTIAL (the ID card's number or the QR code's text) for a holder."""
-    from hq_server.schema import open_engine
-    from hq_server.uid_credentials import UidCredentialError, add_credential
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.uid_credentials import UidCredentialError, add_credential
 
     from_ms, to_ms = _date_option(valid_from, "--valid-from"), _date_option(valid_to, "--valid-to")
     try:
@@ -473,8 +474,8 @@ def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
 @click.argument("credential")
 def hq_uid_credential_revoke(db: str, kind: str, credential: str) -> None:
     """Stop CREDENTIAL being approved online (use `hq denylist add` for a lost card)."""
-    from hq_server.schema import open_engine
-    from hq_server.uid_credentials import UidCredentialError, revoke_credential
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.uid_credentials import UidCredentialError, revoke_credential
 
     try:
         revoke_credential(open_engine(db), kind, credential)
@@ -488,8 +489,8 @@ def hq_uid_credential_revoke(db: str, kind: str, credential: str) -> None:
 @click.option("--holder", default=None, help="Only this holder's credentials.")
 def hq_uid_credential_list(db: str, holder: str | None) -> None:
     """Registered UID credentials with their status, purposes and limits."""
-    from hq_server.schema import open_engine
-    from hq_server.uid_credentials import list_credentials
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.uid_credentials import list_credentials
 
     rows = list_credentials(open_engine(db), holder)
     for c in rows:
@@ -503,8 +504,8 @@ def hq_uid_credential_list(db: str, holder: str | None) -> None:
 @db_option
 def hq_fleet(db: str) -> None:
     """Terminals with their presence: online, last seen, backlog, versions."""
-    from hq_server.presence import fleet_presence
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.presence import fleet_presence
 
     for device_id, p in fleet_presence(open_engine(db)).items():
         state = "online" if p["online"] else f"offline ({p['offline_reason'] or 'never seen'})"
@@ -528,9 +529,9 @@ def hq_run(db: str, broker_host: str, broker_port: int, username: str, password:
            client_id: str, auto_denylist_clones: bool, no_fleet: bool) -> None:
     """Run HQ ingest: verify device records, post them, acknowledge them; and (unless
     --no-fleet) answer terminals' UID authorisation requests and clock samples."""
-    from hq_server.ingest_worker import IngestWorker
-    from hq_server.reconciliation import ReconcileConfig
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ingest.worker import IngestWorker
+    from hq_server.reconciliation.rules import ReconcileConfig
 
     engine = open_engine(db)
     worker = IngestWorker(engine, host=broker_host, port=broker_port,
@@ -782,8 +783,8 @@ def broker_run(site_root: Path) -> None:
                        help="Asked for when not given (env ONECARD_ADMIN_PASSWORD).")
 def hq_create_admin(db: str, username: str, password: str) -> None:
     """Create an HQ operator with admin rights (the first one, or another)."""
-    from hq_server.operators import OperatorError, create_operator
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.operators.accounts import OperatorError, create_operator
 
     try:
         create_operator(open_engine(db), username, password, "admin")
@@ -804,8 +805,8 @@ def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created
     """Create a one-time enrolment token and print it (it is shown only this once)."""
     import datetime as dt
 
-    from hq_server.enrolment import EnrolmentError, create_token
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.enrolment import EnrolmentError, create_token
 
     try:
         issued = create_token(open_engine(db), store, role, created_by,
@@ -836,8 +837,8 @@ def hq_serve_api(db: str, site_root: Path, host: str, port: int, broker_host: st
     from broker_config.install import Site
     from hq_server.api.app import create_app
     from hq_server.api.server import serve
-    from hq_server.enrolment import BrokerAddress
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.enrolment import BrokerAddress
 
     site = Site(site_root)
     config = site.config
@@ -855,8 +856,8 @@ def hq_serve_api(db: str, site_root: Path, host: str, port: int, broker_host: st
 @click.option("--reason", required=True, help="Why, for the device's history.")
 def hq_revoke_device(db: str, site_root: Path, device_id: str, reason: str) -> None:
     """Revoke a terminal: the broker refuses it and HQ quarantines its records."""
-    from hq_server.enrolment import EnrolmentError, revoke_device
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.enrolment import EnrolmentError, revoke_device
 
     try:
         serials = revoke_device(open_engine(db), _site_authority(site_root, "127.0.0.1"),
@@ -879,8 +880,8 @@ def hq_ingest(db: str, site_root: Path, broker_host: str, client_id: str,
     """Run HQ ingest against the production broker (mutual TLS, identity hq@onecard);
     and (unless --no-fleet) answer terminals' UID authorisation and clock samples."""
     from broker_config.install import Site, service_tls_context
-    from hq_server.ingest_worker import IngestWorker
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ingest.worker import IngestWorker
 
     site = Site(site_root)
     engine = open_engine(db)
@@ -898,7 +899,7 @@ def hq_ingest(db: str, site_root: Path, broker_host: str, client_id: str,
 def _fleet_service(site_root: Path, broker_host: str):
     """HQ's fleet service on the production broker (mutual TLS, identity hq@onecard)."""
     from broker_config.install import Site, service_tls_context
-    from hq_server.fleet_commands import FleetService
+    from hq_server.fleet.service import FleetService
 
     site = Site(site_root)
     fleet = FleetService(host=broker_host, port=site.config.service_port, username="",
@@ -1014,7 +1015,7 @@ def hq_status(db: str, as_json: bool) -> None:
     Read from the health rows each running HQ process writes every few seconds: a part
     whose last beat is older than three intervals is dead, whatever it last said.
     """
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
     from hq_server.supervision import hq_health
 
     health = hq_health(open_engine(db))
@@ -1156,8 +1157,8 @@ def hq_catalogue() -> None:
               help="When it comes into force: ISO date/time (UTC) or epoch ms (default: now).")
 def hq_catalogue_set(db: str, file: str, effective: str | None) -> None:
     """Load FILE (catalogue JSON, or a pushed config holding one) as a new version."""
-    from hq_server.catalogue import load_catalogue_file, set_catalogue
-    from hq_server.schema import open_engine
+    from hq_server.catalogue.versions import load_catalogue_file, set_catalogue
+    from hq_server.db.engine import open_engine
     from protocol.products import CatalogueError
 
     try:
@@ -1180,8 +1181,9 @@ def hq_catalogue_show(db: str, as_json: bool) -> None:
 
     from sqlalchemy import select
 
-    from hq_server.catalogue import load_history
-    from hq_server.schema import counters, open_engine
+    from hq_server.catalogue.versions import load_history
+    from hq_server.db.engine import open_engine
+    from hq_server.db.tables import counters
 
     engine = open_engine(db)
     history = load_history(engine)
@@ -1218,7 +1220,8 @@ def hq_rules_breaks(db: str, device: str | None) -> None:
     """Rule breaks HQ found (their value is in suspense:<device>)."""
     from sqlalchemy import select
 
-    from hq_server.schema import devices, open_engine, rule_breaks
+    from hq_server.db.engine import open_engine
+    from hq_server.db.tables import devices, rule_breaks
 
     engine = open_engine(db)
     q = select(rule_breaks).order_by(rule_breaks.c.id)
@@ -1242,8 +1245,8 @@ def hq_rules_breaks(db: str, device: str | None) -> None:
 @click.option("--reason", required=True, help="Why, in words (kept in the device's history).")
 def hq_rules_release(db: str, device_id: str, operator: str, reason: str) -> None:
     """Let a held device's records in again; it resends what HQ held back."""
-    from hq_server.record_rules import release_device
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ingest.device_holds import release_device
 
     if not release_device(open_engine(db), device_id, operator=operator, reason=reason):
         raise click.ClickException(f"device {device_id!r} is not held")

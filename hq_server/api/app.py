@@ -2,7 +2,7 @@
 
 Terminals authenticate with what they hold: a one-time token to enrol, their current
 signing key to roll keys. Operators authenticate with HTTP Basic over TLS against
-:mod:`hq_server.operators` (argon2id). Every error is problem details (RFC 9457,
+:mod:`hq_server.operators.accounts` (argon2id). Every error is problem details (RFC 9457,
 :mod:`hq_server.api.problems`, ``docs/api.md``) with a status a client can act on;
 nothing secret (tokens, keys, passwords) is ever logged or echoed: tokens travel in
 request bodies, never in URLs.
@@ -22,7 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from hq_server.api import problems
-from hq_server.enrolment import (
+from hq_server.db.tables import devices
+from hq_server.devices.enrolment import (
     MAX_CSR_BYTES,
     BrokerAddress,
     DeviceAuthority,
@@ -32,8 +33,7 @@ from hq_server.enrolment import (
     revoke_device,
     roll_keys,
 )
-from hq_server.operators import AuthenticationFailed, Operator, authenticate
-from hq_server.schema import devices
+from hq_server.operators.accounts import AuthenticationFailed, Operator, authenticate
 from hq_server.supervision import hq_health
 
 HEX_KEY = r"^[0-9a-fA-F]{64}$"

@@ -49,7 +49,7 @@ TYPES: dict[str, tuple[str, int]] = {
     "method-not-allowed": ("Method not allowed on this resource", 405),
     "http-error": ("HTTP error", 400),
     "internal-error": ("Internal error", 500),
-    # refusals of hq_server.enrolment.EnrolmentError, by its code
+    # refusals of hq_server.devices.enrolment.EnrolmentError, by its code
     "bad-request": ("The request was refused", 400),
     "not-authenticated": ("Operator name and password required", 401),
     "unknown-token": ("Unknown enrolment token", 404),
