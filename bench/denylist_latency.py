@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from broker_config.render import HQ_USER  # noqa: E402
 from broker_config.runner import Broker  # noqa: E402
-from hq_server.fleet_commands import FleetService  # noqa: E402
+from hq_server.fleet.service import FleetService  # noqa: E402
 from protocol.topics import DenylistDelta, DenylistEntry, DenylistSnapshot  # noqa: E402
 from tests.runtime_world import config_doc, make_runtime  # noqa: E402
 

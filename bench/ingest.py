@@ -198,8 +198,8 @@ def publish_all(port: int, passwords: dict[str, str], wires: dict[str, list[byte
 def worker(url: str, port: int, hq_password: str, index: int, ready: mp.Event,
            stop: mp.Event, verify_threads: int) -> None:
     from broker_config.render import HQ_USER
-    from hq_server.ingest_worker import IngestWorker
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ingest.worker import IngestWorker
 
     w = IngestWorker(open_engine(url), host="127.0.0.1", port=port, username=HQ_USER,
                      password=hq_password, client_id=f"hq-bench-{index}-{uuid.uuid4().hex[:6]}",
@@ -288,9 +288,10 @@ def fresh_database(store: str, workdir: Path) -> tuple[str, callable]:
 
 def end_to_end(store: str, workers: int, public: dict[str, str], wires: dict[str, list[bytes]],
                workdir: Path, verify_threads: int) -> dict:
-    from hq_server.devices import add_device
-    from hq_server.ledger import check_ledger, ingest_figures
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.registry import add_device
+    from hq_server.ledger.check import check_ledger
+    from hq_server.reports.figures import ingest_figures
 
     url, drop = fresh_database(store, workdir)
     engine = open_engine(url)

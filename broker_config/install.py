@@ -217,7 +217,7 @@ def reload_broker(pid_file: Path) -> bool:
 class SiteDeviceCA:
     """HQ's view of the device CA on this site: sign, revoke, and cut a device off.
 
-    :mod:`hq_server.enrolment` takes any object with these methods; the CLI hands it
+    :mod:`hq_server.devices.enrolment` takes any object with these methods; the CLI hands it
     this one. ``broker_host`` is where HQ reaches its broker's services listener.
     """
 

@@ -26,11 +26,12 @@ from pathlib import Path
 
 from broker_config.render import HQ_USER
 from broker_config.runner import Broker
-from hq_server.catalogue import set_catalogue
-from hq_server.devices import add_device
-from hq_server.ledger import check_ledger, ingest_figures
-from hq_server.reconciliation import anomaly_counts, reconcile_due
-from hq_server.schema import open_engine
+from hq_server.catalogue.versions import set_catalogue
+from hq_server.db.engine import open_engine
+from hq_server.devices.registry import add_device
+from hq_server.ledger.check import check_ledger
+from hq_server.reconciliation.runs import reconcile_due
+from hq_server.reports.figures import anomaly_counts, ingest_figures
 from protocol.card_ops import add_visits, issue, take_visit
 from protocol.card_state import RefusalReason
 from protocol.keys import ChainKeys

@@ -14,8 +14,8 @@ import socket
 from pathlib import Path
 
 from broker_config.install import Site, SiteDeviceCA, service_tls_context
-from hq_server.enrolment import BrokerAddress
-from hq_server.fleet_commands import FleetService
+from hq_server.devices.enrolment import BrokerAddress
+from hq_server.fleet.service import FleetService
 from hq_server.process.settings import ApiSettings, BrokerLink
 
 

@@ -17,9 +17,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_config.render import HQ_USER
 from broker_config.runner import Broker
-from hq_server.devices import add_device
-from hq_server.ledger import ingest_figures
-from hq_server.schema import open_engine
+from hq_server.db.engine import open_engine
+from hq_server.devices.registry import add_device
+from hq_server.reports.figures import ingest_figures
 from terminal_fw.identity import DeviceIdentity, load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq_server.devices import add_device
+from hq_server.devices.registry import add_device
 from protocol import card_ops
 from protocol.card_ops import TerminalContext
 from protocol.card_state import CardState, Refusal
@@ -37,7 +37,7 @@ STORES = ["sqlite", "postgresql"]
 
 def store_engine(request: pytest.FixtureRequest):
     """The HQ engine for ``request.param`` (one of :data:`STORES`), fully migrated."""
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
 
     return open_engine(request.getfixturevalue(
         "sqlite_url" if request.param == "sqlite" else "pg_url"))

@@ -103,7 +103,7 @@ ALLOWED_FOR_A_DEVICE = [
     "onecard/v1/broadcast/#",
 ]
 
-#: What HQ subscribes to (hq_server/ingest_worker.py, fleet_commands.py).
+#: What HQ subscribes to (hq_server/ingest/worker.py, fleet_commands.py).
 ALLOWED_FOR_HQ = [ALL_RECORDS_SHARED, ALL_RECORDS, ALL_PRESENCE, ALL_COMMAND_RESULTS,
                   ALL_CONFIG_REPORTS, ALL_UID_REQUESTS, ALL_TIME_REQUESTS]
 

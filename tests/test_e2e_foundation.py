@@ -11,8 +11,8 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from hq_server.ledger import check_ledger
-from hq_server.schema import ledger_transactions, quarantine, records
+from hq_server.db.tables import ledger_transactions, quarantine, records
+from hq_server.ledger.check import check_ledger
 from protocol.record import Operation, TransactionRecord
 from protocol.topics import Ack, ack_topic, records_topic
 from tests.conftest import have_mosquitto, require

@@ -12,15 +12,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hq_server.devices import RegistryError, add_device
-from hq_server.postings import (
+from hq_server.devices.registry import RegistryError, add_device
+from hq_server.ledger.accounts import (
     CHART,
     UnknownAccount,
     account_name,
     account_rule,
     parse_account,
-    postings_for,
 )
+from hq_server.ledger.postings import postings_for
 from protocol.ids import ID_PATTERN, MAX_PRODUCT, is_card_id, is_id, is_product_name
 from protocol.products import Catalogue, CatalogueError, CountProduct
 from protocol.record import Operation, RecordRejected, TransactionRecord
@@ -99,7 +99,7 @@ def test_the_grammar_accepts_ordinary_ids(good):
 
 
 def test_every_kind_of_id_uses_the_grammar(sqlite_url):
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
 
     with pytest.raises(CatalogueError):
         Catalogue(count_products=(CountProduct(1, "swim:unbacked", 100, 10),))

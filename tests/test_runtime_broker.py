@@ -8,8 +8,8 @@ import secrets
 import pytest
 from sqlalchemy import func, select
 
-from hq_server.devices import add_device
-from hq_server.schema import records
+from hq_server.db.tables import records
+from hq_server.devices.registry import add_device
 from protocol.record import Flag
 from tests.conftest import have_mosquitto, require
 from tests.fleet import make_fleet, wait_for
@@ -61,7 +61,7 @@ def test_broker_down_and_back_delivers_every_record_once(tmp_path):
         assert rt.outbox.acked_through == made
         assert len(opened) == 6
         # HQ's fleet view: online again, its versions, and the backlog it reported
-        from hq_server.presence import fleet_presence
+        from hq_server.devices.presence import fleet_presence
 
         wait_for(lambda: fleet_presence(fleet.engine)["gate-01"]["outbox_depth"] == 0
                  and fleet_presence(fleet.engine)["gate-01"]["online"], TIMEOUT,

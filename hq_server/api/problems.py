@@ -30,6 +30,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hq_server.devices.enrolment import EnrolmentError
+from hq_server.operators.accounts import AuthenticationFailed
+
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
@@ -49,7 +52,7 @@ TYPES: dict[str, tuple[str, int]] = {
     "method-not-allowed": ("Method not allowed on this resource", 405),
     "http-error": ("HTTP error", 400),
     "internal-error": ("Internal error", 500),
-    # refusals of hq_server.enrolment.EnrolmentError, by its code
+    # refusals of hq_server.devices.enrolment.EnrolmentError, by its code
     "bad-request": ("The request was refused", 400),
     "not-authenticated": ("Operator name and password required", 401),
     "unknown-token": ("Unknown enrolment token", 404),
@@ -133,6 +136,30 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
                    headers=getattr(exc, "headers", None))
 
 
+def _not_authenticated(detail: str, instance: str) -> JSONResponse:
+    return problem("not-authenticated", detail, instance,
+                   headers={"WWW-Authenticate": 'Basic realm="OneCard HQ"'})
+
+
+def _enrolment_refused(request: Request, exc: EnrolmentError) -> JSONResponse:
+    if exc.code == "not_authenticated":
+        return _not_authenticated(exc.message, request.url.path)
+    code = exc.code.replace("_", "-")
+    return problem(code if code in TYPES else "bad-request", exc.message, request.url.path)
+
+
+def _authentication_failed(request: Request, exc: AuthenticationFailed) -> JSONResponse:
+    return _not_authenticated(str(exc), request.url.path)
+
+
+#: The domain errors a route may raise, and the problem each becomes: the one place
+#: where HQ's refusals turn into HTTP.
+DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
+    EnrolmentError: _enrolment_refused,
+    AuthenticationFailed: _authentication_failed,
+}
+
+
 def _internal(request: Request, exc: Exception) -> JSONResponse:
     incident = secrets.token_hex(6)
     log.error("incident %s: unexpected %s on %s %s", incident, type(exc).__name__,
@@ -145,6 +172,8 @@ def install(app: FastAPI) -> None:
     """Answer every error of ``app`` as a problem and declare it in the OpenAPI."""
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    for error, handler in DOMAIN_ERRORS.items():
+        app.add_exception_handler(error, handler)
     app.add_exception_handler(Exception, _internal)
     app.add_middleware(BodyLimits)
 

@@ -25,13 +25,13 @@ from sqlalchemy.engine import Engine
 
 from hq_server.api.app import create_app
 from hq_server.api.server import ApiServer
-from hq_server.denylist import denylist_snapshot
-from hq_server.fleet_commands import FleetService
-from hq_server.ingest_worker import IngestWorker
+from hq_server.db.engine import open_engine
+from hq_server.devices.denylist import denylist_snapshot
+from hq_server.devices.uid_credentials import authoriser
+from hq_server.fleet.service import FleetService
+from hq_server.ingest.worker import IngestWorker
 from hq_server.process.settings import ApiSettings, BrokerLink, HqSettings
 from hq_server.process.supervision import EXIT_FAILED, Component, Supervisor
-from hq_server.schema import open_engine
-from hq_server.uid_credentials import authoriser
 
 log = logging.getLogger(__name__)
 

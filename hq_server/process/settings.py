@@ -21,10 +21,10 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hq_server.enrolment import BrokerAddress, DeviceAuthority
-from hq_server.ingest import QuarantineLimits
-from hq_server.reconciliation import ReconcileConfig
-from hq_server.record_rules import RulesConfig
+from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
+from hq_server.ingest.quarantine import QuarantineLimits
+from hq_server.ingest.record_rules import RulesConfig
+from hq_server.reconciliation.rules import ReconcileConfig
 
 #: HQ's identity on a password broker (development, tests, the demo).
 HQ_BROKER_USER = "hq@onecard"

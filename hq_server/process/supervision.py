@@ -40,7 +40,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from hq_server.schema import component_health, devices
+from hq_server.db.tables import component_health, devices
 
 log = logging.getLogger(__name__)
 

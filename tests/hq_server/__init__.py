@@ -1,0 +1,1 @@
+"""Tests of hq_server/, one file per domain rule or path."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from hq_server.ingest import ingest_all
-from hq_server.schema import open_engine
+from hq_server.db.engine import open_engine
+from hq_server.ingest.batch import ingest_all
 from onecard.cli import main
 from tests.hq_records import Card, Till, debit, recharge
 

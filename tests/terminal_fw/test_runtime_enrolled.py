@@ -13,10 +13,10 @@ import pytest
 from broker_config.install import SiteDeviceCA, service_tls_context
 from broker_config.runner import free_port
 from hq_server.api import ApiServer, create_app
-from hq_server.enrolment import BrokerAddress, create_token
-from hq_server.fleet_commands import FleetService
-from hq_server.ingest_worker import IngestWorker
-from hq_server.schema import open_engine
+from hq_server.db.engine import open_engine
+from hq_server.devices.enrolment import BrokerAddress, create_token
+from hq_server.fleet.service import FleetService
+from hq_server.ingest.worker import IngestWorker
 from protocol.topics import DenylistSnapshot
 from terminal_fw.enrolment import enrol
 from terminal_fw.runtime import Runtime, RuntimeSettings, write_chain_keys

@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_config.render import HQ_USER
-from hq_server.presence import Presence, next_presence
+from hq_server.devices.presence import Presence, next_presence
 from protocol.topics import ALL_PRESENCE, Death, presence_kind
 from tests.card_world import T0
 from tests.fleet import wait_for
@@ -28,7 +28,7 @@ TIMEOUT = 30.0
 
 
 class HqPresence:
-    """HQ's presence rule (:func:`hq_server.presence.next_presence`) fed from the broker."""
+    """HQ's presence rule (:func:`hq_server.devices.presence.next_presence`) fed from the broker."""
 
     def __init__(self, port: int, password: str) -> None:
         self.password = password
@@ -44,7 +44,7 @@ class HqPresence:
         self.client.loop_start()
 
     def _on_message(self, client, userdata, message) -> None:
-        from hq_server.presence import parse_presence
+        from hq_server.devices.presence import parse_presence
 
         device, msg = parse_presence(message.topic, message.payload)
         with self._lock:

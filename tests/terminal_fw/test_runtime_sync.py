@@ -9,7 +9,7 @@ import secrets
 import pytest
 
 from broker_config.render import HQ_USER
-from hq_server.fleet_commands import FleetService
+from hq_server.fleet.service import FleetService
 from protocol.card_state import RefusalReason
 from protocol.record import Flag, Operation
 from protocol.terminal_config import ConfigError

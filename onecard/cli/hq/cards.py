@@ -16,13 +16,13 @@ from protocol.money import MAX_FEN
 @click.option("--since", default=None, help="When the card stopped being good (add).")
 def hq_denylist(db: str, action: str, card_id: str | None, reason: str, since: str | None) -> None:
     """Show or change the denylist (挂失); running workers send changes to terminals."""
-    from hq_server.denylist import (
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.denylist import (
         DenylistError,
         add_to_denylist,
         denylist_snapshot,
         remove_from_denylist,
     )
-    from hq_server.schema import open_engine
 
     since_ms = optional_when_ms(since, "--since")
     engine = open_engine(db)
@@ -64,8 +64,8 @@ def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
                           purposes: tuple[str, ...], max_amount_fen: int,
                           valid_from: str | None, valid_to: str | None) -> None:
     """Register CREDENTIAL (the ID card's number or the QR code's text) for a holder."""
-    from hq_server.schema import open_engine
-    from hq_server.uid_credentials import UidCredentialError, add_credential
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.uid_credentials import UidCredentialError, add_credential
 
     from_ms = optional_when_ms(valid_from, "--valid-from")
     to_ms = optional_when_ms(valid_to, "--valid-to")
@@ -84,8 +84,8 @@ def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
 @click.argument("credential")
 def hq_uid_credential_revoke(db: str, kind: str, credential: str) -> None:
     """Stop CREDENTIAL being approved online (use `hq denylist add` for a lost card)."""
-    from hq_server.schema import open_engine
-    from hq_server.uid_credentials import UidCredentialError, revoke_credential
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.uid_credentials import UidCredentialError, revoke_credential
 
     try:
         revoke_credential(open_engine(db), kind, credential)
@@ -99,8 +99,8 @@ def hq_uid_credential_revoke(db: str, kind: str, credential: str) -> None:
 @click.option("--holder", default=None, help="Only this holder's credentials.")
 def hq_uid_credential_list(db: str, holder: str | None) -> None:
     """Registered UID credentials with their status, purposes and limits."""
-    from hq_server.schema import open_engine
-    from hq_server.uid_credentials import list_credentials
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.uid_credentials import list_credentials
 
     rows = list_credentials(open_engine(db), holder)
     for c in rows:

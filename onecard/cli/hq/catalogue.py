@@ -22,8 +22,8 @@ def hq_catalogue() -> None:
               help="When it comes into force: ISO date/time (UTC) or epoch ms (default: now).")
 def hq_catalogue_set(db: str, file: str, effective: str | None) -> None:
     """Load FILE (catalogue JSON, or a pushed config holding one) as a new version."""
-    from hq_server.catalogue import load_catalogue_file, set_catalogue
-    from hq_server.schema import open_engine
+    from hq_server.catalogue.versions import load_catalogue_file, set_catalogue
+    from hq_server.db.engine import open_engine
     from protocol.products import CatalogueError
 
     try:
@@ -42,24 +42,18 @@ def hq_catalogue_set(db: str, file: str, effective: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue in force as JSON.")
 def hq_catalogue_show(db: str, as_json: bool) -> None:
     """The catalogue versions HQ holds and the one in force now."""
-    import time
-
-    from sqlalchemy import select
-
-    from hq_server.catalogue import load_history
-    from hq_server.schema import counters, open_engine
+    from hq_server.catalogue.versions import load_history, unpriced_records
+    from hq_server.clock import system_clock
+    from hq_server.db.engine import open_engine
 
     engine = open_engine(db)
     history = load_history(engine)
-    current = history.in_force(int(time.time() * 1000))
+    current = history.in_force(system_clock())
     if as_json:
         click.echo(json.dumps(current.to_dict() if current else None, indent=2, sort_keys=True))
         return
     if current is None:
-        # TODO(#12, HQ domains): a catalogue-domain function for this count.
-        with engine.connect() as conn:
-            unpriced = conn.execute(select(counters.c.value).where(
-                counters.c.name == "records_unpriced")).scalar() or 0
+        unpriced = unpriced_records(engine)
         click.echo(f"no catalogue: prices and bonus tiers are not checked "
                    f"({unpriced} record(s) posted unchecked)")
         return
@@ -83,23 +77,13 @@ def hq_rules() -> None:
 @click.option("--device", default=None, help="Only this device.")
 def hq_rules_breaks(db: str, device: str | None) -> None:
     """Rule breaks HQ found (their value is in suspense:<device>)."""
-    from sqlalchemy import select
+    from hq_server.db.engine import open_engine
+    from hq_server.ingest.device_holds import rule_breaks_report
 
-    from hq_server.schema import devices, open_engine, rule_breaks
-
-    engine = open_engine(db)
-    # TODO(#12, HQ domains): a rules-domain function for this listing.
-    q = select(rule_breaks).order_by(rule_breaks.c.id)
-    if device:
-        q = q.where(rule_breaks.c.device_id == device)
-    with engine.connect() as conn:
-        rows = conn.execute(q).mappings().all()
-        held = [d for (d,) in conn.execute(select(devices.c.device_id).where(
-            devices.c.status == "held"))]
+    rows, held = rule_breaks_report(open_engine(db), device)
     for r in rows:
-        seen = "reviewed" if r["reviewed_at_ms"] else "open"
-        click.echo(f"{r['device_id']}#{r['seq']}  card {r['card_id']}  {r['rule']}  "
-                   f"[{seen}]  {r['reason']}")
+        seen = "reviewed" if r.reviewed else "open"
+        click.echo(f"{r.device_id}#{r.seq}  card {r.card_id}  {r.rule}  [{seen}]  {r.reason}")
     click.echo(f"{len(rows)} rule break(s); held devices: {', '.join(held) or 'none'}")
 
 
@@ -110,8 +94,8 @@ def hq_rules_breaks(db: str, device: str | None) -> None:
 @click.option("--reason", required=True, help="Why, in words (kept in the device's history).")
 def hq_rules_release(db: str, device_id: str, operator: str, reason: str) -> None:
     """Let a held device's records in again; it resends what HQ held back."""
-    from hq_server.record_rules import release_device
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ingest.device_holds import release_device
 
     if not release_device(open_engine(db), device_id, operator=operator, reason=reason):
         raise click.ClickException(f"device {device_id!r} is not held")

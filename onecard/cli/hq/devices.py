@@ -28,8 +28,8 @@ ROLES = click.Choice(["gate", "handheld", "kiosk"])
 @click.option("--role", default="gate", show_default=True, type=ROLES)
 def hq_add_device(db: str, device_id: str, public_key: str, store: str, role: str) -> None:
     """Register a terminal so HQ accepts the records it signs."""
-    from hq_server.devices import RegistryError, add_device
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.registry import RegistryError, add_device
 
     try:
         add_device(open_engine(db), device_id, public_key, store, role)
@@ -42,8 +42,8 @@ def hq_add_device(db: str, device_id: str, public_key: str, store: str, role: st
 @db_option
 def hq_list_devices(db: str) -> None:
     """List registered terminals with their ingest progress."""
-    from hq_server.devices import list_devices
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.registry import list_devices
 
     for d in list_devices(open_engine(db)):
         click.echo(f"{d['device_id']:<20} {d['role']:<9} {d['store']:<12} {d['status']:<8} "
@@ -60,8 +60,8 @@ def hq_list_devices(db: str) -> None:
               help="Recorded as the token's creator.")
 def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created_by: str) -> None:
     """Create a one-time enrolment token and print it (it is shown only this once)."""
-    from hq_server.enrolment import EnrolmentError, create_token
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.enrolment import EnrolmentError, create_token
 
     try:
         issued = create_token(open_engine(db), store, role, created_by,
@@ -78,8 +78,8 @@ def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created
 @click.option("--reason", required=True, help="Why, for the device's history.")
 def hq_revoke_device(db: str, site_root: Path, device_id: str, reason: str) -> None:
     """Revoke a terminal: the broker refuses it and HQ quarantines its records."""
-    from hq_server.enrolment import EnrolmentError, revoke_device
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.enrolment import EnrolmentError, revoke_device
     from onecard.site import device_authority
 
     try:
@@ -94,8 +94,8 @@ def hq_revoke_device(db: str, site_root: Path, device_id: str, reason: str) -> N
 @db_option
 def hq_fleet(db: str) -> None:
     """Terminals with their presence: online, last seen, backlog, versions."""
-    from hq_server.presence import fleet_presence
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.presence import fleet_presence
 
     for device_id, p in fleet_presence(open_engine(db)).items():
         state = "online" if p["online"] else f"offline ({p['offline_reason'] or 'never seen'})"

@@ -16,8 +16,8 @@ from onecard.cli.options import db_option, when_ms
               help="Also check every stored record's signature again (slower audit).")
 def hq_verify_ledger(db: str, signatures: bool) -> None:
     """Recompute every balance from the entries and check that all of it balances."""
-    from hq_server.ledger import check_ledger
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ledger.check import check_ledger
 
     check = check_ledger(open_engine(db), signatures=signatures)
     for asset, total in sorted(check.asset_totals.items()):
@@ -37,8 +37,8 @@ def hq_verify_ledger(db: str, signatures: bool) -> None:
 @click.option("--operator", required=True, help="Who asks for it.")
 def hq_reverse(db: str, txn_id: str, reason: str, operator: str) -> None:
     """Correct a ledger transaction by posting its exact reversal (冲正)."""
-    from hq_server.ledger import LedgerError, reverse_transaction
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.ledger.writer import LedgerError, reverse_transaction
 
     try:
         click.echo(f"posted {reverse_transaction(open_engine(db), txn_id, reason, operator)}")
@@ -53,9 +53,9 @@ def hq_reverse(db: str, txn_id: str, reason: str, operator: str) -> None:
 @click.option("--post", is_flag=True, help="Book the period to the stores' settlement accounts.")
 def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
     """Who owes whom between stores for a period (跨店结算)."""
-    from hq_server.ledger import LedgerError
-    from hq_server.schema import open_engine
-    from hq_server.settlement import period_matrix, post_settlement
+    from hq_server.db.engine import open_engine
+    from hq_server.ledger.writer import LedgerError
+    from hq_server.settlement.runs import period_matrix, post_settlement
     from protocol.money import format_fen
 
     start_ms, end_ms = when_ms(start, "--from"), when_ms(end, "--to")
@@ -81,8 +81,9 @@ def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
 @click.option("--auto-denylist-clones", is_flag=True, help="Denylist cards seen cloned.")
 def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
     """Compare cards' records with each other and with the ledger now (对账)."""
-    from hq_server.reconciliation import ReconcileConfig, reconcile_card_in_db, reconcile_due
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.reconciliation.rules import ReconcileConfig
+    from hq_server.reconciliation.runs import reconcile_card_in_db, reconcile_due
 
     engine, config = open_engine(db), ReconcileConfig(auto_denylist_clones)
     if card:
@@ -103,8 +104,8 @@ def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with the evidence.")
 def hq_anomalies(db: str, card: str | None, as_json: bool) -> None:
     """List open anomalies: clones, rollbacks, forged top-ups, late denylist hits."""
-    from hq_server.reconciliation import open_anomalies
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.reconciliation.runs import open_anomalies
 
     found = open_anomalies(open_engine(db), card)
     if as_json:

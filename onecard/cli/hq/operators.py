@@ -14,8 +14,8 @@ from onecard.cli.options import db_option
                        help="Asked for when not given (env ONECARD_ADMIN_PASSWORD).")
 def hq_create_admin(db: str, username: str, password: str) -> None:
     """Create an HQ operator with admin rights (the first one, or another)."""
-    from hq_server.operators import OperatorError, create_operator
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.operators.accounts import OperatorError, create_operator
 
     try:
         create_operator(open_engine(db), username, password, "admin")

@@ -57,7 +57,7 @@ def hq_run(db: str, broker_host: str, broker_port: int, username: str, password:
     """Run HQ ingest: verify device records, post them, acknowledge them; and (unless
     --no-fleet) answer terminals' UID authorisation requests and clock samples."""
     from hq_server.process.settings import BrokerLink, HqSettings
-    from hq_server.reconciliation import ReconcileConfig
+    from hq_server.reconciliation.rules import ReconcileConfig
 
     settings = HqSettings(db, BrokerLink(broker_host, broker_port, username, password),
                           client_id=client_id, fleet=not no_fleet,
@@ -120,8 +120,8 @@ def hq_status(db: str, as_json: bool) -> None:
     Read from the health rows each running HQ process writes every few seconds: a part
     whose last beat is older than three intervals is dead, whatever it last said.
     """
+    from hq_server.db.engine import open_engine
     from hq_server.process.supervision import hq_health
-    from hq_server.schema import open_engine
 
     health = hq_health(open_engine(db))
     if as_json:
@@ -148,8 +148,8 @@ def hq_status(db: str, as_json: bool) -> None:
 @click.option("--show", is_flag=True, help="Only print the current and newest revisions.")
 def hq_migrate(db: str, show: bool) -> None:
     """Bring the HQ database to the newest schema (Alembic; every HQ command does it too)."""
-    from hq_server.migrations import current_revisions, head_revisions, upgrade
-    from hq_server.schema import open_engine
+    from hq_server.db.engine import open_engine
+    from hq_server.db.migrations import current_revisions, head_revisions, upgrade
 
     engine = open_engine(db, migrate=False)
     if not show:

@@ -13,10 +13,10 @@ import pytest
 
 from broker_config.render import HQ_USER
 from broker_config.runner import free_port
+from hq_server.db.engine import open_engine
 from hq_server.process.hq_process import HqProcess
 from hq_server.process.settings import BrokerLink, HqSettings
 from hq_server.process.supervision import EXIT_FAILED, hq_health
-from hq_server.schema import open_engine
 from onecard.site import api_settings, broker_link
 from tests.conftest import have_mosquitto, require
 from tests.fleet import wait_for

@@ -1,0 +1,86 @@
+"""Enrolment: operators create one-time tokens, terminals enrol with one and roll keys.
+
+Terminals authenticate with what they hold: a one-time token to enrol, their current
+signing key to roll keys. Tokens travel in request bodies, never in URLs.
+"""
+
+import datetime as dt
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from hq_server.api.dependencies import CurrentOperator, Parts
+from hq_server.devices.enrolment import MAX_CSR_BYTES, create_token, enrol, roll_keys
+
+HEX_KEY = r"^[0-9a-fA-F]{64}$"
+
+router = APIRouter()
+
+
+class TokenRequest(BaseModel):
+    store: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    role: Literal["gate", "handheld", "kiosk"]
+    ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+
+
+class TokenResponse(BaseModel):
+    token: str = Field(description="Shown once; HQ keeps only its hash.")
+    store: str
+    role: str
+    expires_at_ms: int
+
+
+class EnrolRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+    public_key: str = Field(pattern=HEX_KEY, description="Ed25519 signing key, raw, hex.")
+    csr: str = Field(max_length=MAX_CSR_BYTES, description="PEM CSR for the MQTT client key.")
+
+
+class RollRequest(BaseModel):
+    public_key: str = Field(pattern=HEX_KEY)
+    csr: str = Field(max_length=MAX_CSR_BYTES)
+    issued_at_ms: int
+    signature: str = Field(pattern=r"^[0-9a-fA-F]{128}$",
+                           description="Ed25519 signature by the current key over "
+                           "protocol.enrolment.roll_message(...)")
+
+
+class BrokerOut(BaseModel):
+    host: str
+    port: int
+
+
+class EnrolResponse(BaseModel):
+    device_id: str
+    store: str
+    role: str
+    certificate: str
+    ca: str
+    broker: BrokerOut
+    config: dict[str, Any]
+
+
+@router.post("/v1/enrolment-tokens", response_model=TokenResponse, status_code=201,
+             tags=["operators"])
+def new_token(body: TokenRequest, who: CurrentOperator, hq: Parts) -> TokenResponse:
+    """Create a one-time enrolment token for a terminal of a store and role."""
+    issued = create_token(hq.engine, body.store, body.role, who.username,
+                          dt.timedelta(seconds=body.ttl_seconds))
+    return TokenResponse(token=issued.token, store=issued.store, role=issued.role,
+                         expires_at_ms=issued.expires_at_ms)
+
+
+@router.post("/v1/enrol", response_model=EnrolResponse, status_code=201, tags=["terminals"])
+def enrol_device(body: EnrolRequest, hq: Parts) -> EnrolResponse:
+    """Enrol a terminal: token + signing public key + CSR → identity and certificate."""
+    return EnrolResponse(**enrol(hq.engine, hq.authority, hq.broker, body.token,
+                                 body.public_key, body.csr).to_json())
+
+
+@router.post("/v1/devices/{device_id}/roll", response_model=EnrolResponse, tags=["terminals"])
+def roll(device_id: str, body: RollRequest, hq: Parts) -> EnrolResponse:
+    """Replace the device's keys; signed with its current key. Old ones die at once."""
+    return EnrolResponse(**roll_keys(
+        hq.engine, hq.authority, hq.broker, device_id, body.public_key, body.csr,
+        body.issued_at_ms, body.signature).to_json())

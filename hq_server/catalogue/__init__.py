@@ -1,0 +1,1 @@
+"""The catalogue (products, prices, bonus tiers) in force over time."""

@@ -1,0 +1,1 @@
+"""HQ's database: the tables, opening (and migrating) an engine, bulk writes."""

@@ -1,0 +1,371 @@
+"""HQ's tables (SQLAlchemy Core), shared by SQLite (embedded) and PostgreSQL.
+
+The ledger tables are append-only: nothing here is ever updated or deleted except the
+device registry's status and ingest progress columns.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+#: Named constraints, so Alembic migrations (batch mode on SQLite) can refer to them.
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("public_key", String(64), nullable=False),
+    Column("store", String(64), nullable=False),
+    Column("role", String(16), nullable=False, server_default="gate"),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("registered_at_ms", BigInteger, nullable=False),
+    # Highest sequence such that every record 1..n is stored (posted or quarantined).
+    Column("contiguous_through", BigInteger, nullable=False, server_default="0"),
+    Column("highest_seen", BigInteger, nullable=False, server_default="0"),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("record_hash", LargeBinary(32), nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("wire", LargeBinary, nullable=False),
+    Column("card_id", String(64), nullable=False),
+    Column("operation", Integer, nullable=False),
+    Column("card_counter", BigInteger, nullable=False),
+    Column("device_time_ms", BigInteger, nullable=False),
+    Column("received_at_ms", BigInteger, nullable=False),
+    # "posted" (in the ledger) or "quarantined" (signed by the device, not posted).
+    Column("status", String(16), nullable=False),
+    PrimaryKeyConstraint("device_id", "seq", name="pk_records"),
+    CheckConstraint("status IN ('posted', 'quarantined')", name="status"),
+)
+Index("ix_records_card", records.c.card_id, records.c.card_counter)
+
+# Refused messages kept as evidence, capped per device (hq_server.ingest.quarantine.QuarantineLimits):
+# the oldest rows of a device over its cap are deleted, and counted in quarantine_budget.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # The sender as its topic names it (the broker's ACL ties the topic to the client).
+    Column("device_id", String(64)),
+    Column("seq", BigInteger),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("wire", LargeBinary, nullable=False),
+    Column("received_at_ms", BigInteger, nullable=False),
+)
+Index("ix_quarantine_device", quarantine.c.device_id, quarantine.c.id)
+
+# Per device: its quarantine rate window, and what its caps made HQ drop (rows refused
+# over the rate, oldest rows deleted over the count or byte cap).
+quarantine_budget = Table(
+    "quarantine_budget",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("window_start_ms", BigInteger, nullable=False, server_default="0"),
+    Column("window_rows", BigInteger, nullable=False, server_default="0"),
+    Column("dropped_rows", BigInteger, nullable=False, server_default="0"),
+    Column("dropped_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("last_dropped_at_ms", BigInteger),
+)
+
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    # Derived from what caused it: "<device>#<seq>" for a record, "rev:<txn>" for a
+    # reversal, "settle:<from>:<to>" for a settlement, so a retry can never post twice.
+    Column("txn_id", String(96), primary_key=True),
+    Column("device_id", String(64)),
+    Column("seq", BigInteger),
+    Column("kind", String(32), nullable=False),
+    Column("store", String(64), nullable=False),
+    Column("card_id", String(64)),
+    Column("posted_at_ms", BigInteger, nullable=False),
+    # A transaction is reversed at most once (unique), and only by a new transaction.
+    Column("reverses", String(96), ForeignKey("ledger_transactions.txn_id"), unique=True),
+    Column("memo", Text),
+)
+Index("ix_ledger_transactions_posted", ledger_transactions.c.posted_at_ms)
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    # One account holds one asset: entries reference (account, asset), so an entry in
+    # another asset than its account's cannot be stored.
+    Column("account", String(160), primary_key=True),
+    Column("asset", String(80), nullable=False),
+    # liability / asset / revenue / expense / settlement / memo (see hq_server.ledger.accounts)
+    Column("kind", String(16), nullable=False),
+    # TigerBeetle's debits_must_not_exceed_credits: a purse, a visit count or a points
+    # balance can never go below zero, whatever the ingest code does.
+    Column("credit_floor", Boolean, nullable=False),
+    Column("debits", BigInteger, nullable=False, server_default="0"),
+    Column("credits", BigInteger, nullable=False, server_default="0"),
+    UniqueConstraint("account", "asset", name="uq_ledger_accounts_account_asset"),
+    CheckConstraint("debits >= 0 AND credits >= 0", name="totals_non_negative"),
+    CheckConstraint("NOT credit_floor OR debits <= credits", name="debits_within_credits"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("txn_id", String(96), ForeignKey("ledger_transactions.txn_id"), nullable=False),
+    Column("account", String(160), nullable=False),
+    Column("asset", String(80), nullable=False),
+    # Signed: debit positive, credit negative. Per transaction and asset the sum is 0.
+    Column("amount", BigInteger, nullable=False),
+    ForeignKeyConstraint(["account", "asset"], ["ledger_accounts.account", "ledger_accounts.asset"],
+                         name="fk_ledger_entries_account_ledger_accounts"),
+    CheckConstraint("amount <> 0", name="amount_not_zero"),
+)
+Index("ix_entries_account", ledger_entries.c.account, ledger_entries.c.asset)
+Index("ix_entries_txn", ledger_entries.c.txn_id)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+card_reconciliation = Table(
+    "card_reconciliation",
+    metadata,
+    # What HQ expects each card to hold, from the ledger, and what the card last said.
+    Column("card_id", String(64), primary_key=True),
+    # Ingest adds 1 for every record of the card; reconciliation notes what it has seen,
+    # so a card is due again while touched > reconciled_touch (no lost wake-ups).
+    Column("touched", BigInteger, nullable=False, server_default="0"),
+    Column("reconciled_touch", BigInteger, nullable=False, server_default="0"),
+    Column("expected_purse", BigInteger, nullable=False, server_default="0"),
+    Column("expected_visits", Text, nullable=False, server_default="{}"),
+    Column("expected_points", BigInteger, nullable=False, server_default="0"),
+    Column("card_purse", BigInteger, nullable=False, server_default="0"),
+    Column("card_visits", Text, nullable=False, server_default="{}"),
+    Column("card_counter", BigInteger, nullable=False, server_default="0"),
+    Column("open_anomalies", Integer, nullable=False, server_default="0"),
+    Column("reconciled_at_ms", BigInteger),
+)
+
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # Derived from kind, card and the records involved: found twice, stored once.
+    Column("anomaly_key", String(255), nullable=False, unique=True),
+    Column("card_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("summary", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON: the records and figures involved
+    Column("detected_at_ms", BigInteger, nullable=False),
+    Column("cleared_at_ms", BigInteger),
+    CheckConstraint("severity IN ('low', 'medium', 'high')", name="severity"),
+    CheckConstraint("status IN ('open', 'cleared')", name="status"),
+)
+Index("ix_anomalies_card", anomalies.c.card_id)
+
+denylist_entries = Table(
+    "denylist_entries",
+    metadata,
+    # Append-only: the version is the position in this log; a card's state is its latest
+    # entry. Terminals get a snapshot and then deltas between versions.
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("card_id", String(64), nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    # When the card stopped being good (the loss report): uses after it are late hits.
+    Column("effective_at_ms", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    CheckConstraint("action IN ('add', 'remove')", name="action"),
+)
+Index("ix_denylist_entries_card", denylist_entries.c.card_id)
+
+device_presence = Table(
+    "device_presence",
+    metadata,
+    # Fed by birth / death / heartbeat messages; one row per device.
+    Column("device_id", String(64), ForeignKey("devices.device_id"), primary_key=True),
+    Column("online", Boolean, nullable=False, server_default="0"),
+    Column("bdseq", BigInteger, nullable=False, server_default="0"),
+    Column("session_started_ms", BigInteger),
+    Column("last_seen_ms", BigInteger),
+    Column("went_offline_ms", BigInteger),
+    Column("offline_reason", String(16)),
+    Column("software_version", String(64)),
+    Column("role", String(16)),
+    Column("store", String(64)),
+    Column("config_version", BigInteger),
+    Column("denylist_version", BigInteger),
+    Column("readers", Text),  # JSON {name: status}
+    Column("outbox_depth", BigInteger),
+    Column("oldest_unsent_age_ms", BigInteger),
+    Column("last_ack_seq", BigInteger),
+    Column("disk_free_bytes", BigInteger),
+    Column("clock_offset_ms", BigInteger),
+)
+
+
+# --- enrolment and operators (issue 5) -------------------------------------------------
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("password_hash", String(255), nullable=False),  # argon2id, never the password
+    Column("role", String(16), nullable=False, server_default="admin"),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+enrolment_tokens = Table(
+    "enrolment_tokens",
+    metadata,
+    # SHA-256 of the token: a database dump does not let anyone enrol a device.
+    Column("token_hash", String(64), primary_key=True),
+    Column("store", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("used_at_ms", BigInteger),
+    Column("device_id", String(64)),
+)
+
+device_certificates = Table(
+    "device_certificates",
+    metadata,
+    # Decimal serial of an MQTT client certificate HQ's device CA issued to a device.
+    Column("serial", String(64), primary_key=True),
+    Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    Column("issued_at_ms", BigInteger, nullable=False),
+    Column("not_after_ms", BigInteger, nullable=False),
+    Column("revoked_at_ms", BigInteger),
+)
+Index("ix_device_certificates_device", device_certificates.c.device_id)
+
+device_events = Table(
+    "device_events",
+    metadata,
+    # Append-only audit of a device's life: enrolled, keys rolled, revoked.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+)
+Index("ix_device_events_device", device_events.c.device_id)
+
+uid_credentials = Table(
+    "uid_credentials",
+    metadata,
+    # UID-only credentials (ID cards, QR codes) HQ authorises online: see uid_credentials.py.
+    Column("kind", String(16), nullable=False),  # em4100 | qr
+    Column("credential", String(128), nullable=False),
+    Column("holder", String(64), nullable=False),  # the member (or ticket) it belongs to
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("valid_from_ms", BigInteger, nullable=True),
+    Column("valid_to_ms", BigInteger, nullable=True),
+    Column("purposes", String(200), nullable=False, server_default="visit"),  # comma list
+    Column("max_amount_fen", BigInteger, nullable=False, server_default="0"),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("kind", "credential"),
+)
+
+
+
+# --- business rules on records (issue 11) ----------------------------------------------
+
+catalogues = Table(
+    "catalogues",
+    metadata,
+    # The chain's catalogue as HQ holds it, versioned: a record is judged by the version
+    # in force at its device time (see hq_server/catalogue/versions.py). Never updated.
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("effective_at_ms", BigInteger, nullable=False),
+    Column("document", Text, nullable=False),  # Catalogue.to_dict() as JSON
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+rule_breaks = Table(
+    "rule_breaks",
+    metadata,
+    # One row per rule a posted record broke; its value went to suspense:<device>.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("card_id", String(64), nullable=False),
+    Column("rule", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detected_at_ms", BigInteger, nullable=False),
+    # Set when an operator released the device: counted no more towards holding it.
+    Column("reviewed_at_ms", BigInteger),
+    UniqueConstraint("device_id", "seq", "rule", name="uq_rule_breaks_record_rule"),
+)
+Index("ix_rule_breaks_card", rule_breaks.c.card_id)
+
+card_spend = Table(
+    "card_spend",
+    metadata,
+    # Per card, what was debited from it (purse and cash) and refunded onto it: a refund
+    # is honoured only within what was debited. The check makes two workers that
+    # refund the same card at once collide (one batch is retried) instead of both
+    # refunding past the debits.
+    Column("card_id", String(64), primary_key=True),
+    Column("debited_fen", BigInteger, nullable=False, server_default="0"),
+    Column("refunded_fen", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("refunded_fen <= debited_fen", name="refunds_within_debits"),
+)
+
+
+# Written by each HQ process's supervisor (hq_server.process.supervision), read by `hq status`
+# and GET /health from other processes: one row per (process, component), overwritten
+# at every beat. Not ledger data: rows of a retired worker may be deleted.
+component_health = Table(
+    "component_health",
+    metadata,
+    Column("process", String(64), nullable=False),
+    Column("component", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("pid", Integer, nullable=True),
+    Column("host", String(128), nullable=True),
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("last_beat_ms", BigInteger, nullable=False),
+    Column("beat_every_ms", Integer, nullable=False),
+    Column("restarts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    PrimaryKeyConstraint("process", "component"),
+)

@@ -1,0 +1,1 @@
+"""Devices: the registry, enrolment, presence, UID credentials and the denylist."""

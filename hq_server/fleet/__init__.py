@@ -1,0 +1,1 @@
+"""The fleet service: HQ's MQTT client for config, denylist, UID answers, commands, clock."""

@@ -1,0 +1,1 @@
+"""Reconciliation: every card's own story (its records) against HQ's ledger."""

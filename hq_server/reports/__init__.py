@@ -1,0 +1,1 @@
+"""Reports: the read-only figures operators look at (ingest, anomalies, fleet)."""
