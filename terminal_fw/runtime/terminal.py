@@ -37,7 +37,7 @@ from terminal_fw.runtime.hq_link import HqLink
 from terminal_fw.runtime.readers import ReaderLoops
 from terminal_fw.runtime.settings import ROLES, RuntimeSettings, load_chain_keys, software_version
 from terminal_fw.sessions import CardSession, CardSessions
-from terminal_fw.tap import IntentJournal, TapResult, TapRunner
+from terminal_fw.tap import IntentJournal, Status, TapResult, TapRunner
 from terminal_fw.uid_auth import UidAuthoriser, credential_card_id
 from terminal_fw.uplink import Uplink
 
@@ -212,6 +212,14 @@ class Runtime:
     def served(self, result: TapResult) -> None:
         """The member got what ``result`` paid for (the gate turned, the goods handed over)."""
         self.taps.served(result)
+
+    def passage_done(self, intent_id: str) -> None:
+        """The gate's board reported late (after a timeout, a cable fault, a restart) that
+        the entry of intent ``intent_id`` was used: it is no longer owed to the member."""
+        with self.taps.lock:
+            intent = self.journal.get(intent_id)
+            if intent is not None and intent.status is Status.COMMITTED:
+                self.journal.set_status(intent, Status.DONE)
 
     def hold(self, link: MifareClassicLink) -> CardSession:
         """Keep the card on ``link`` for a UI: the reader loop leaves the link open and
