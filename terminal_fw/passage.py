@@ -12,16 +12,18 @@ back) is :func:`entry_spent`, a pure function of the outcome and HQ's gate setti
   intent is closed. This is what a gate did before the rule was configurable.
 * ``"keep"`` (未通行保留), when the tariff says so: the entry stays owed to the member. Nothing is
   written back to the card and no second record is made: the tap's one ``TAKE_VISIT``
-  record stands, and its intent stays *committed* (not served) in the terminal's intent
-  journal, so the same card's next tap at this terminal within
+  record stands, and its intent goes back to *committed* (not served) in the terminal's
+  intent journal, so the same card's next tap at this terminal within
   :data:`terminal_fw.tap.SERVE_GRACE_S` is let through free — the settling rule that
   already serves a paid entry a power cut kept from opening. After the grace the intent
   is closed and the visit counts as used. Money and visits are conserved: one visit
   taken, one record, at most one passage for it.
 
-A completed passage always closes the intent. A late report (the board answered after
-a timeout, a cable fault or a terminal restart) closes it too if the passage was
-completed, so a passage the board saw is never served a second time.
+The intent is marked served as the door opens, so a second tap of the card during the
+passage is not another free entry; the outcome may then give the entry back. A door that
+never opened (board unreachable, busy, sensor stuck) always leaves the entry owed. A late
+report (the board answered after a cable fault or the terminal's restart) settles the
+entry by the same rule, so a passage the board saw is never served a second time.
 """
 
 from __future__ import annotations

@@ -90,22 +90,23 @@ class GateRole(Role):
                       card: str | None) -> None:
         rule = self.host.current_config().gate.not_taken
         spent = entry_spent(report.outcome, rule)
-        owed = paid is not None and paid.intent is not None and spent is not True
+        owed = paid is not None and paid.intent is not None and spent is False
         self.host.emit("passage", ref=report.ref, outcome=report.outcome.value,
                        reason=report.reason, card=card, late=report.late, entry_owed=owed,
                        records=[s.record.seq for s in paid.records] if paid else [])
-        if paid is not None and spent:
-            self.host.served(paid)
+        if owed:
+            assert paid is not None and paid.intent is not None
+            self.host.passage_settled(paid.intent.id, owed=True)
 
     def _late_report(self, report: PassageReport) -> None:
         """The board reported a passage after its opening was given up on (a cable
         fault, a timeout, the terminal's restart): settle the entry by the report."""
         spent = entry_spent(report.outcome, self.host.current_config().gate.not_taken)
         self.host.emit("passage", ref=report.ref, outcome=report.outcome.value,
-                       reason=report.reason, card=None, late=True, entry_owed=not spent,
+                       reason=report.reason, card=None, late=True, entry_owed=spent is False,
                        records=[])
-        if spent:
-            self.host.passage_done(report.ref)
+        if spent is not None:
+            self.host.passage_settled(report.ref, owed=not spent)
 
     def open_by_operator(self, operator: str) -> None:
         self.host.emit("gate_open", direction="entry", card=None, by=operator, free=True)
@@ -151,10 +152,13 @@ class GateRole(Role):
             return
         failpoint("tap:before_open")
         state = result.state
+        # Served as the door opens (a second tap meanwhile is not another free entry);
+        # a passage not taken may give the entry back (_passage_over).
+        host.served(result)
+        self._release(result, state.card_id if state else None)
         host.emit("gate_open", direction="entry", card=state.card_id if state else None,
                   free=result.free, visits=dict(state.visits) if state else {},
                   records=[s.record.seq for s in result.records])
-        self._release(result, state.card_id if state else None)
 
     def on_uid(self, kind: str, value: str) -> None:
         host = self.host

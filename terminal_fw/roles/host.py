@@ -39,8 +39,9 @@ class TerminalHost(Protocol):
     def served(self, result: TapResult) -> None:
         """The member got what ``result`` paid for."""
 
-    def passage_done(self, intent_id: str) -> None:
-        """A late passage report: the paid entry of intent ``intent_id`` is used up."""
+    def passage_settled(self, intent_id: str, *, owed: bool) -> None:
+        """The passage for intent ``intent_id`` is over: its paid entry is still ``owed``
+        to the member (passage not taken, door never opened), or used up."""
 
     def uid_use(self, kind: str, credential: str, amount_fen: int, *, product: str = "",
                 operator: str = "") -> tuple[bool, str, SignedRecord | None]:

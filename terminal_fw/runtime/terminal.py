@@ -213,12 +213,17 @@ class Runtime:
         """The member got what ``result`` paid for (the gate turned, the goods handed over)."""
         self.taps.served(result)
 
-    def passage_done(self, intent_id: str) -> None:
-        """The gate's board reported late (after a timeout, a cable fault, a restart) that
-        the entry of intent ``intent_id`` was used: it is no longer owed to the member."""
+    def passage_settled(self, intent_id: str, *, owed: bool) -> None:
+        """The passage a paid entry opened is over (terminal_fw.passage.entry_spent): an
+        entry still owed goes back to *committed*, which the settling rules honour at the
+        card's next tap within SERVE_GRACE_S; one used up is *done*."""
         with self.taps.lock:
             intent = self.journal.get(intent_id)
-            if intent is not None and intent.status is Status.COMMITTED:
+            if intent is None or not intent.serve:
+                return
+            if owed and intent.status is Status.DONE:
+                self.journal.set_status(intent, Status.COMMITTED)
+            elif not owed and intent.status is Status.COMMITTED:
                 self.journal.set_status(intent, Status.DONE)
 
     def hold(self, link: MifareClassicLink) -> CardSession:
