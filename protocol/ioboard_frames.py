@@ -31,13 +31,13 @@ MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 2  # COBS overhead and the delimite
 # --- message types: terminal -> board ---------------------------------------------
 OPEN = 0x01  # ref (8) + timeout_ms (u16): open for one passage
 REFUSE = 0x02  # red light and two beeps; the door stays locked
-STATUS = 0x03  # ask for STATE (also the terminal's heartbeat)
+STATUS = 0x03  # token (u16): ask for STATE (also the terminal's heartbeat)
 SYNC = 0x04  # session (u16): the terminal (re)started; forget old sequence numbers
 # --- board -> terminal ----------------------------------------------------------------
 HELLO = 0x41  # boot (u16), reset cause (u8), safe mode (u8), firmware version (u8)
 PASSAGE = 0x42  # ref (8), outcome (u8), passages counted since boot (u32)
 DOOR_FORCED = 0x43  # times forced since boot (u32)
-STATE = 0x44  # mode (u8), inputs (u8), passages (u32), ref (8)
+STATE = 0x44  # mode (u8), inputs (u8), passages (u32), ref (8), token (u16) of the STATUS
 SENSOR = 0x45  # sensor (u8), stuck (u8: 1 stuck, 0 working again)
 # --- either way -----------------------------------------------------------------------
 ACK = 0x7F  # the sequence number acknowledged (u8); never acknowledged itself
@@ -252,15 +252,18 @@ def parse_hello(payload):
     return get_u16(payload, 0), payload[2], payload[3], payload[4]
 
 
-def state_payload(mode, inputs, passages, ref):
-    return bytes([mode, inputs]) + u32(passages) + bytes(ref)
+def state_payload(mode, inputs, passages, ref, token=0):
+    return bytes([mode, inputs]) + u32(passages) + bytes(ref) + u16(token)
 
 
 def parse_state(payload):
-    """``(mode, inputs, passages, ref)``."""
-    if len(payload) < 6 + REF_LEN:
+    """``(mode, inputs, passages, ref, token)``: ``token`` is the one of the STATUS this
+    answers. The board's messages leave in order, so every report queued before that
+    STATUS arrived has reached the terminal before this STATE."""
+    if len(payload) < 8 + REF_LEN:
         raise FrameError("payload too short")
-    return payload[0], payload[1], get_u32(payload, 2), get_ref(payload, 6)
+    return (payload[0], payload[1], get_u32(payload, 2), get_ref(payload, 6),
+            get_u16(payload, 6 + REF_LEN))
 
 
 # --- the link --------------------------------------------------------------------------------

@@ -11,9 +11,12 @@ What can go wrong and what the caller sees (:class:`terminal_fw.passage.PassageR
 
 * the board does not acknowledge OPEN (unplugged, powered off): ``NOT_OPENED``;
 * the board resets while the door is open: ``INTERRUPTED`` (its relay dropped at reset);
-* no report by the timeout plus a margin (cable pulled mid-passage): ``UNKNOWN`` — the
-  board closes the door at its own timeout and reports when the cable is back; that
-  late report goes to ``on_report``;
+* no report by the timeout plus a margin (cable pulled mid-passage), or no
+  acknowledgement of OPEN (it may have arrived): ``UNKNOWN`` — the board closes the door
+  at its own timeout and reports when the cable is back; that late report goes to
+  ``on_report``. If the board never got the OPEN, the first STATE answering a STATUS
+  sent after the fact says so (the board's messages leave in order): a late
+  ``NOT_OPENED``;
 * a report repeated (its acknowledgement was lost) is taken once.
 """
 
@@ -35,7 +38,12 @@ _NOT_OPENED = {frames.SENSOR_FAULT: "sensor_fault", frames.BUSY: "busy"}
 
 
 class BoardUnavailable(RuntimeError):
-    """The board did not acknowledge a command."""
+    """The board did not acknowledge a command; ``sent`` if it went out at least once
+    (it may have arrived, only the acknowledgement missing)."""
+
+    def __init__(self, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class IoBoard:
@@ -71,6 +79,8 @@ class IoBoard:
         self._stop = threading.Event()
         self._last_beat = 0.0
         self._calls: list[Callable[[], None]] = []  # callbacks, run outside the lock
+        self._token = 0  # of the last STATUS sent
+        self._unknown: dict[str, int] = {}  # ref -> the STATUS token that will settle it
         session = int.from_bytes(os.urandom(2), "big")
         with self._lock:
             self.link.send(frames.SYNC, frames.u16(session))
@@ -89,16 +99,18 @@ class IoBoard:
         try:
             try:
                 self._command(frames.OPEN, frames.open_payload(raw, int(timeout * 1000)))
-            except BoardUnavailable:
+            except BoardUnavailable as exc:
                 with self._lock:
                     if key not in self._reports:
+                        if exc.sent or self._stop.is_set():
+                            return self._unknown_outcome(key, ref)
                         return PassageReport(ref, Passage.NOT_OPENED, "board unavailable")
             deadline = time.monotonic() + timeout + self.report_margin_s
             with self._lock:
                 while key not in self._reports:
                     left = deadline - time.monotonic()
                     if left <= 0 or self._stop.is_set():
-                        return PassageReport(ref, Passage.UNKNOWN, "no report from the board")
+                        return self._unknown_outcome(key, ref)
                     self._lock.wait(left)
                 report = self._reports.pop(key)
                 return PassageReport(ref, report.outcome, report.reason)
@@ -106,6 +118,11 @@ class IoBoard:
             with self._lock:
                 self._waiting.discard(key)
                 self._reports.pop(key, None)
+
+    def _unknown_outcome(self, key: str, ref: str) -> PassageReport:
+        """No report (lock held): a later PASSAGE or STATE settles it (``on_report``)."""
+        self._unknown[key] = (self._token + 1) & 0xFFFF
+        return PassageReport(ref, Passage.UNKNOWN, "no report from the board")
 
     def refuse(self) -> None:
         try:
@@ -117,7 +134,7 @@ class IoBoard:
         """Ask the board for its state now (mode, inputs, passages)."""
         with self._lock:
             before = self.state.get("n", 0)
-        self._command(frames.STATUS, b"")
+        self._command(frames.STATUS, self._next_token())
         deadline = time.monotonic() + timeout
         with self._lock:
             while self.state.get("n", 0) == before and time.monotonic() < deadline:
@@ -142,6 +159,10 @@ class IoBoard:
 
     # --- the link --------------------------------------------------------------------------
 
+    def _next_token(self) -> bytes:
+        self._token = (self._token + 1) & 0xFFFF
+        return frames.u16(self._token)
+
     def _command(self, kind: int, payload: bytes) -> None:
         """Send and wait for the board's acknowledgement; BoardUnavailable if none came."""
         with self._lock:
@@ -150,17 +171,22 @@ class IoBoard:
                 raise BoardUnavailable("command queue full")
             self._acked[seq] = False
             deadline = time.monotonic() + 5.0
+            sent = False
             try:
                 while not self._stop.is_set():
                     done = self._acked.get(seq)
                     if done is True:
                         return
+                    sent = sent or bool(self.link.queue and self.link.queue[0][0] == seq
+                                        and self.link.queue[0][3] > 0)
                     if done is None or time.monotonic() > deadline:
                         break
                     self._lock.wait(0.05)
             finally:
                 self._acked.pop(seq, None)
-        raise BoardUnavailable(f"no acknowledgement for {frames.NAMES.get(kind, kind)}")
+            if self.link.queue and self.link.queue[0][0] == seq:
+                self.link.queue.pop(0)  # given up here: never sent again
+        raise BoardUnavailable(f"no acknowledgement for {frames.NAMES.get(kind, kind)}", sent)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -190,7 +216,7 @@ class IoBoard:
                 if now - self._last_beat >= self.heartbeat_s:
                     self._last_beat = now
                     if not self.link.queue:
-                        self.link.send(frames.STATUS, b"")
+                        self.link.send(frames.STATUS, self._next_token())
                 out = self.link.transmit(int(now * 1000))
                 calls, self._calls = self._calls, []
                 self._lock.notify_all()
@@ -213,6 +239,7 @@ class IoBoard:
             if key in self._seen:
                 return
             self._seen = [*self._seen[-63:], key]
+            self._unknown.pop(key, None)
             if outcome == frames.COMPLETED:
                 self.passages += 1
                 report = PassageReport(key, Passage.COMPLETED)
@@ -237,7 +264,13 @@ class IoBoard:
             self._event("board_reset", boot=boot, cause=cause, safe_state=safe,
                         firmware=version, first=first)
         elif kind == frames.STATE:
-            mode, inputs, passages, raw = frames.parse_state(payload)
+            mode, inputs, passages, raw, token = frames.parse_state(payload)
+            for key, needs in list(self._unknown.items()):
+                if (token - needs) & 0xFFFF < 0x8000 and key != raw.hex():
+                    del self._unknown[key]  # every report before this STATE has arrived
+                    self._seen = [*self._seen[-63:], key]
+                    self._deliver(PassageReport(key, Passage.NOT_OPENED,
+                                                "the board never got the opening"))
             self.state = {"n": self.state.get("n", 0) + 1,
                           "mode": frames.MODES.get(mode, str(mode)),
                           "passage_sensor": bool(inputs & frames.IN_PASSAGE),

@@ -130,10 +130,10 @@ class GateBoard:
         self.mode = f.MODE_LOCKED
         self._report(ref, outcome)
 
-    def _state(self) -> bytes:
+    def _state(self, token: int) -> bytes:
         inputs = (f.IN_PASSAGE if self.passage.level else 0) | \
             (f.IN_FORCED if self.forced.level else 0) | (f.IN_STUCK if self.stuck else 0)
-        return f.state_payload(self.mode, inputs, self.passages, self.ref)
+        return f.state_payload(self.mode, inputs, self.passages, self.ref, token)
 
     # --- the link -------------------------------------------------------------------------------
 
@@ -148,7 +148,8 @@ class GateBoard:
             if self.mode != f.MODE_OPEN:
                 self._signal(now_ms, True, 2)
         elif kind in (f.STATUS, f.SYNC):
-            self.link.send(f.STATE, self._state())
+            token = f.get_u16(payload, 0) if len(payload) >= 2 else 0
+            self.link.send(f.STATE, self._state(token))
 
     def _leave_safe_state(self) -> None:
         if self.mode in (f.MODE_SAFE_LOCKED, f.MODE_SAFE_FREE):
