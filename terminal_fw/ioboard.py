@@ -73,6 +73,7 @@ class IoBoard:
         self.sensor_stuck = False
         self._reports: dict[str, PassageReport] = {}
         self._waiting: set[str] = set()
+        self._opened: set[str] = set()  # waiting refs whose OPEN the board acknowledged
         self._seen: list[str] = []  # refs already reported (a report comes once)
         self._acked: dict[int, bool] = {}
         self._lock = threading.Condition()
@@ -99,6 +100,8 @@ class IoBoard:
         try:
             try:
                 self._command(frames.OPEN, frames.open_payload(raw, int(timeout * 1000)))
+                with self._lock:
+                    self._opened.add(key)
             except BoardUnavailable as exc:
                 with self._lock:
                     if key not in self._reports:
@@ -117,6 +120,7 @@ class IoBoard:
         finally:
             with self._lock:
                 self._waiting.discard(key)
+                self._opened.discard(key)
                 self._reports.pop(key, None)
 
     def _unknown_outcome(self, key: str, ref: str) -> PassageReport:
@@ -177,6 +181,9 @@ class IoBoard:
                     done = self._acked.get(seq)
                     if done is True:
                         return
+                    if done is None:  # given up after every try: it went out
+                        sent = True
+                        break
                     sent = sent or bool(self.link.queue and self.link.queue[0][0] == seq
                                         and self.link.queue[0][3] > 0)
                     if done is None or time.monotonic() > deadline:
@@ -254,11 +261,10 @@ class IoBoard:
                 return
             first = self.boot is None
             self.boot = boot
-            # Whatever was waiting was for the board before the reset: its door is shut.
-            for seq, _kind, _payload in self.link.forget_queue():
-                self._acked.pop(seq, None)
+            # An opening the board had taken died with it (the relay dropped at reset);
+            # commands it had not acknowledged go on to the new board.
             if not first:
-                for key in list(self._waiting):
+                for key in list(self._waiting & self._opened):
                     if key not in self._reports:
                         self._deliver(PassageReport(key, Passage.INTERRUPTED, "board reset"))
             self._event("board_reset", boot=boot, cause=cause, safe_state=safe,

@@ -31,6 +31,8 @@ from terminal_fw.tap import TapResult
 from terminal_fw.uid_auth import credential_card_id
 
 log = logging.getLogger(__name__)
+#: How much of a tap's intent id an opening's reference carries (hex digits).
+INTENT_PREFIX = 12
 
 
 class GateRole(Role):
@@ -73,7 +75,11 @@ class GateRole(Role):
         over, settle the paid entry ``paid`` by the rule for a passage not taken."""
         self.opened += 1
         intent = paid.intent if paid is not None else None
-        ref = intent.id if intent is not None else secrets.token_hex(8)
+        # Each opening has its own reference (an entry kept after a passage not taken is
+        # opened again); a paid one starts with its intent's id, which a late report,
+        # even after a restart, is settled by.
+        ref = (intent.id[:INTENT_PREFIX] if intent is not None else secrets.token_hex(6)) + \
+            secrets.token_hex(2)
 
         def admit() -> None:
             with self._admitting:
@@ -96,7 +102,7 @@ class GateRole(Role):
                        records=[s.record.seq for s in paid.records] if paid else [])
         if owed:
             assert paid is not None and paid.intent is not None
-            self.host.passage_settled(paid.intent.id, owed=True)
+            self.host.passage_settled(paid.intent.id[:INTENT_PREFIX], owed=True)
 
     def _late_report(self, report: PassageReport) -> None:
         """The board reported a passage after its opening was given up on (a cable
@@ -106,7 +112,7 @@ class GateRole(Role):
                        reason=report.reason, card=None, late=True, entry_owed=spent is False,
                        records=[])
         if spent is not None:
-            self.host.passage_settled(report.ref, owed=not spent)
+            self.host.passage_settled(report.ref[:INTENT_PREFIX], owed=not spent)
 
     def open_by_operator(self, operator: str) -> None:
         self.host.emit("gate_open", direction="entry", card=None, by=operator, free=True)

@@ -213,12 +213,17 @@ class Runtime:
         """The member got what ``result`` paid for (the gate turned, the goods handed over)."""
         self.taps.served(result)
 
-    def passage_settled(self, intent_id: str, *, owed: bool) -> None:
+    def passage_settled(self, intent_prefix: str, *, owed: bool) -> None:
         """The passage a paid entry opened is over (terminal_fw.passage.entry_spent): an
         entry still owed goes back to *committed*, which the settling rules honour at the
-        card's next tap within SERVE_GRACE_S; one used up is *done*."""
+        card's next tap within SERVE_GRACE_S; one used up is *done*. ``intent_prefix`` is
+        the start of the intent's id, as the I/O board's passage reference carries it."""
+        if len(intent_prefix) < 12 or not all(c in "0123456789abcdef" for c in intent_prefix):
+            return
         with self.taps.lock:
-            intent = self.journal.get(intent_id)
+            row = self.outbox.execute("SELECT id FROM intents WHERE substr(id, 1, ?) = ?",
+                                      (len(intent_prefix), intent_prefix)).fetchone()
+            intent = self.journal.get(row[0]) if row else None
             if intent is None or not intent.serve:
                 return
             if owed and intent.status is Status.DONE:
