@@ -298,3 +298,30 @@ class BoardRig:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+OUTPUT_NAMES = {15: "relay", 16: "green", 17: "red", 18: "buzzer"}
+
+
+def run_ioboard(*, say: Any, stop: threading.Event, safe_state: int = frames.SAFE_LOCKED,
+                walk_after_s: float | None = 0.5) -> None:
+    """The I/O board on a pty until ``stop``: say the port to put in the terminal's
+    ``[ioboard] port``, then every output change; with ``walk_after_s`` a member walks
+    through that long after each release (None: nobody ever does)."""
+    with BoardRig(safe_state=safe_state, link_timeout_ms=3000, stuck_ms=3000) as rig:
+        say(f"I/O board firmware running in MicroPython; terminal port: {rig.port}")
+        say(f'  terminal.toml: [ioboard] port = "{rig.port}"')
+        seen = 0
+        while not stop.wait(0.05):
+            with rig._changed:
+                fresh = rig.output_log[seen:]
+                seen = len(rig.output_log)
+            for _, gpio, value in fresh:
+                say(f"  {OUTPUT_NAMES.get(gpio, gpio)} {'on' if value else 'off'}")
+                if gpio == 15 and value and walk_after_s is not None:
+                    time.sleep(walk_after_s)
+                    if rig.walk_through():
+                        say(f"  a member walked through ({rig.passages} so far)")
+            if not rig.running:
+                say("the board stopped:\n" + rig.board_log())
+                return

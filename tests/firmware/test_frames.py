@@ -123,3 +123,17 @@ def test_a_full_queue_drops_state_reports_never_passages() -> None:
     assert link.send(frames.PASSAGE, frames.passage_payload(b"3" * 8, 0, 3)) >= 0
     assert [m[1] for m in link.queue] == [frames.PASSAGE] * 3
     assert link.send(frames.PASSAGE, b"") == -1
+
+
+def test_the_worked_example_in_docs_matches_the_encoder() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "ioboard.md").read_text()
+    example = doc.split("### Worked example", 1)[1]
+    before, stuffed, ack = (bytes.fromhex(b) for b in re.findall(r"```text\n(.*?)```", example,
+                                                                   re.S)[:3])
+    payload = frames.open_payload(bytes.fromhex("0123456789abcdef"), 8000)
+    assert stuffed == frames.encode_frame(5, frames.OPEN, payload)
+    assert frames.cobs_decode(stuffed[:-1]) == before
+    assert ack == frames.encode_frame(0, frames.ACK, b"\x05")
