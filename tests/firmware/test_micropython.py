@@ -68,3 +68,26 @@ def test_micropython_and_cpython_make_and_read_the_same_bytes(tmp_path) -> None:
         [[s, k, p.hex()] for s, k, p in CASES]
     assert errors == "1", "the garbled frame was dropped, the others read"
     assert lines[len(CASES) + 1] == "0x29b1"
+
+
+def test_onecard_sim_ioboard_runs_the_firmware_and_lets_a_member_through() -> None:
+    import os
+    import signal
+
+    from terminal_fw.ioboard import IoBoard
+    from terminal_fw.passage import Passage
+
+    proc = subprocess.Popen([sys.executable, "-m", "onecard.cli", "sim", "ioboard"],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        port = first.rsplit(" ", 1)[-1].strip()
+        assert port.startswith("/dev/"), first
+        with IoBoard(port, admit_timeout=3.0) as board:
+            assert board.pass_one("00000000000000ab").outcome is Passage.COMPLETED
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    assert proc.returncode == 0
