@@ -58,6 +58,9 @@ class _Cable:
     def __init__(self) -> None:
         self.partial = bytearray()
         self.drop_acks = 0
+        self.drop_acks_of: int | None = None  # only acks of this message type
+        self.opposite: _Cable | None = None  # the other direction (what an ack answers)
+        self.kinds: dict[int, int] = {}  # seq -> type of the last message carried
         self.drop_frames = 0
         self.garble = 0
         self.frames = 0
@@ -75,11 +78,17 @@ class _Cable:
                 self.lost += 1
                 continue
             kind = None
+            acked = None
             try:
-                kind = frames.decode_frame(frame[:-1])[1]
+                seq, kind, payload = frames.decode_frame(frame[:-1])
+                if kind == frames.ACK and payload and self.opposite is not None:
+                    acked = self.opposite.kinds.get(payload[0])
+                elif kind != frames.ACK:
+                    self.kinds[seq] = kind
             except frames.FrameError:
                 pass
-            if kind == frames.ACK and self.drop_acks:
+            if kind == frames.ACK and self.drop_acks and \
+                    self.drop_acks_of in (None, acked):
                 self.drop_acks -= 1
                 self.lost += 1
                 continue
@@ -108,6 +117,8 @@ class BoardRig:
         self._pi_m, self._pi_s, self.port = _pty()
         self._wire_m, self._wire_s, self._wire_tty = _pty()
         self.cable = {PI_TO_BOARD: _Cable(), BOARD_TO_PI: _Cable()}
+        self.cable[PI_TO_BOARD].opposite = self.cable[BOARD_TO_PI]
+        self.cable[BOARD_TO_PI].opposite = self.cable[PI_TO_BOARD]
         self.unplugged = False
         self.outputs: dict[int, int] = {}
         self.output_log: list[tuple[float, int, int]] = []
@@ -229,9 +240,11 @@ class BoardRig:
         """Flip a byte in the middle of the next frames going ``direction``."""
         self.cable[direction].garble += frames_to_hurt
 
-    def drop_acks(self, direction: str, count: int = 1) -> None:
-        """Lose the next acknowledgements going ``direction``."""
+    def drop_acks(self, direction: str, count: int = 1, of: int | None = None) -> None:
+        """Lose the next acknowledgements going ``direction`` (only those of messages of
+        type ``of``, when given)."""
         self.cable[direction].drop_acks += count
+        self.cable[direction].drop_acks_of = of
 
     def drop_frames(self, direction: str, count: int = 1) -> None:
         """Lose the next messages (not acknowledgements) going ``direction``."""

@@ -68,15 +68,15 @@ def test_garbled_frames_both_ways_are_dropped_and_repeated(rig, driver):
 
 
 def test_lost_acknowledgements_neither_reopen_the_door_nor_count_twice(rig, driver):
-    rig.drop_acks(BOARD_TO_PI, 2)  # the board's ack of OPEN: the terminal repeats OPEN
-    rig.drop_acks(PI_TO_BOARD, 3)  # the terminal's ack of PASSAGE: the board repeats it
+    rig.drop_acks(BOARD_TO_PI, 2, of=frames.OPEN)  # the terminal repeats OPEN
+    rig.drop_acks(PI_TO_BOARD, 3, of=frames.PASSAGE)  # the board repeats PASSAGE
     result = driver.open_in_background(REF)
     assert rig.walk_through(wait=5)
     [report] = wait_for(lambda: result, what="the report")
     assert report.outcome is Passage.COMPLETED
-    time.sleep(1.0)  # the repeats arrive meanwhile
-    assert rig.cable[BOARD_TO_PI].lost == 2 and rig.cable[PI_TO_BOARD].lost == 3
-    assert not rig.walk_through(wait=0.3), "the repeated OPEN did not open again"
+    wait_for(lambda: rig.cable[BOARD_TO_PI].lost == 2 and rig.cable[PI_TO_BOARD].lost == 3,
+             what="the acknowledgements lost")
+    assert not rig.walk_through(wait=1.0), "the repeated OPEN did not open again"
     assert driver.board.passages == 1 and not driver.late
     assert driver.board.status()["passages"] == 1
 
