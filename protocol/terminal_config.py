@@ -55,6 +55,10 @@ class GateSettings:
     group: int = 0  # anti-passback group (0..15), shared by the gates of one entrance
     accepts: tuple[str, ...] = ()  # products this gate lets in; () = any
     exit: str = "card"  # "card": the exit reader opens for any valid card; "free": always
+    #: A member who tapped and turned back (passage not taken): "spent" — the visit is
+    #: used, like a torn ticket; "keep" — the entry stays owed, the card's next tap here
+    #: is let through free (terminal_fw.passage.entry_spent).
+    not_taken: str = "spent"
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,8 @@ def parse_config(document: dict[str, Any] | bytes) -> TerminalConfig:
     _need(not missing, f"gate.accepts names products the catalogue lacks: {', '.join(missing)}")
     exit_mode = gate_raw.get("exit", "card")
     _need(exit_mode in ("card", "free"), "gate.exit must be 'card' or 'free'")
+    not_taken = gate_raw.get("not_taken", "spent")
+    _need(not_taken in ("keep", "spent"), "gate.not_taken must be 'keep' or 'spent'")
     caps_raw = _obj(d.get("risk_caps", {}), "risk_caps")
     count = caps_raw.get("per_credential_count", 0)
     _need(_is_int(count) and 0 <= count <= 1000, "risk_caps.per_credential_count must be 0..1000")
@@ -215,7 +221,7 @@ def parse_config(document: dict[str, Any] | bytes) -> TerminalConfig:
     return TerminalConfig(
         version=version, catalogue=catalogue, price_list=tuple(price_list),
         opening_hours=_hours(d.get("opening_hours", {})),
-        gate=GateSettings(group, tuple(accepts), exit_mode), risk_caps=caps, uid=uid,
+        gate=GateSettings(group, tuple(accepts), exit_mode, not_taken), risk_caps=caps, uid=uid,
         heartbeat_s=_number(d, "heartbeat_s", "config", 0.2, 3600, 30.0),
         unconfirmed_report_after_s=_number(d, "unconfirmed_report_after_s", "config", 0, 86400,
                                            300.0),

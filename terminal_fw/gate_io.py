@@ -16,6 +16,8 @@ from typing import Any
 
 from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
 
+from terminal_fw.passage import Passage, PassageReport
+
 
 @dataclass(frozen=True)
 class GateWiring:
@@ -63,6 +65,12 @@ class GateIO:
         finally:
             self.relay.off()
             self.green.off()
+
+    def pass_one(self, ref: str, timeout: float | None = None) -> PassageReport:
+        """:class:`terminal_fw.passage.GateDoor`'s call: :meth:`admit`, reported."""
+        passed = self.admit(timeout)
+        return PassageReport(ref, Passage.COMPLETED if passed else Passage.NOT_TAKEN,
+                             "" if passed else "timeout")
 
     def refuse(self) -> None:
         """Red light and two beeps; the turnstile stays shut."""

@@ -67,3 +67,15 @@ def sim_pn532(dump: Path, save: bool) -> None:
     from simulators.sim_runner import run_pn532
 
     _run_until_interrupted(run_pn532, dump=dump, save=save)
+
+
+@group.command("ioboard")
+@click.option("--safe-state", type=click.Choice(["locked", "free"]), default="locked",
+              show_default=True, help="What the door does when the terminal stops talking.")
+@click.option("--no-walk", is_flag=True, help="Nobody walks through (every passage times out).")
+def sim_ioboard(safe_state: str, no_walk: bool) -> None:
+    """The gate I/O board's firmware in MicroPython on a pty, with a turnstile."""
+    from simulators.ioboard import run_ioboard
+
+    _run_until_interrupted(run_ioboard, safe_state=int(safe_state == "free"),
+                           walk_after_s=None if no_walk else 0.5)

@@ -39,6 +39,11 @@ class TerminalHost(Protocol):
     def served(self, result: TapResult) -> None:
         """The member got what ``result`` paid for."""
 
+    def passage_settled(self, intent_prefix: str, *, owed: bool) -> None:
+        """The passage for the intent whose id starts with ``intent_prefix`` is over: its
+        paid entry is still ``owed`` to the member (passage not taken, door never
+        opened), or used up."""
+
     def uid_use(self, kind: str, credential: str, amount_fen: int, *, product: str = "",
                 operator: str = "") -> tuple[bool, str, SignedRecord | None]:
         """Authorise and record one use of a UID-only credential."""

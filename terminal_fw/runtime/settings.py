@@ -21,6 +21,8 @@ from terminal_fw.local_store import DEFAULT_RESERVE_BYTES
 #: What a terminal can be; the role comes from enrolment unless the settings name one.
 ROLES = ("gate", "handheld", "kiosk")
 CHAIN_KEYS_FILE = "chain_keys.json"
+#: The gate's door back-ends (:mod:`terminal_fw.gate_io`, :mod:`terminal_fw.ioboard`).
+GATE_IO = ("gpio", "ioboard")
 
 
 def software_version() -> str:
@@ -47,6 +49,10 @@ class RuntimeSettings:
     pcsc_exit: str | None = None
     uid_readers: list[dict[str, Any]] = field(default_factory=list)  # {port, kind, baudrate}
     gpio: dict[str, Any] | None = None  # GateWiring fields, or {"mock": true}
+    #: The gate's door: "gpio" (the Pi's own pins, gpiozero) or "ioboard" (the RP2040
+    #: I/O board on a UART, docs/ioboard.md), whose ``ioboard`` settings are {port, baudrate}.
+    gate_io: str = "gpio"
+    ioboard: dict[str, Any] | None = None
     admit_timeout_s: float = 8.0
     reserve_bytes: int = DEFAULT_RESERVE_BYTES
     store_max_pages: int | None = None  # a quota on the local store (tests fill it)
@@ -70,10 +76,16 @@ class RuntimeSettings:
             "broker_password": os.environ.get(b["password_env"]) if b.get("password_env") else None,
             "pcsc_entry": r.get("pcsc_entry"), "pcsc_exit": r.get("pcsc_exit"),
             "uid_readers": list(r.get("uid", [])), "gpio": data.get("gpio"),
+            "gate_io": t.get("gate_io", "ioboard" if "ioboard" in data else "gpio"),
+            "ioboard": data.get("ioboard"),
         }
         if "admit_timeout_s" in t:
             values["admit_timeout_s"] = float(t["admit_timeout_s"])
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["gate_io"] not in GATE_IO:
+            raise ValueError(f"[terminal] gate_io must be one of {', '.join(GATE_IO)}")
+        if values["gate_io"] == "ioboard" and not (values["ioboard"] or {}).get("port"):
+            raise ValueError("gate_io = \"ioboard\" needs [ioboard] port (e.g. /dev/ttyAMA0)")
         return cls(**values)
 
     @property

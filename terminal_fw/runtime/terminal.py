@@ -37,7 +37,7 @@ from terminal_fw.runtime.hq_link import HqLink
 from terminal_fw.runtime.readers import ReaderLoops
 from terminal_fw.runtime.settings import ROLES, RuntimeSettings, load_chain_keys, software_version
 from terminal_fw.sessions import CardSession, CardSessions
-from terminal_fw.tap import IntentJournal, TapResult, TapRunner
+from terminal_fw.tap import IntentJournal, Status, TapResult, TapRunner
 from terminal_fw.uid_auth import UidAuthoriser, credential_card_id
 from terminal_fw.uplink import Uplink
 
@@ -212,6 +212,24 @@ class Runtime:
     def served(self, result: TapResult) -> None:
         """The member got what ``result`` paid for (the gate turned, the goods handed over)."""
         self.taps.served(result)
+
+    def passage_settled(self, intent_prefix: str, *, owed: bool) -> None:
+        """The passage a paid entry opened is over (terminal_fw.passage.entry_spent): an
+        entry still owed goes back to *committed*, which the settling rules honour at the
+        card's next tap within SERVE_GRACE_S; one used up is *done*. ``intent_prefix`` is
+        the start of the intent's id, as the I/O board's passage reference carries it."""
+        if len(intent_prefix) < 12 or not all(c in "0123456789abcdef" for c in intent_prefix):
+            return
+        with self.taps.lock:
+            row = self.outbox.execute("SELECT id FROM intents WHERE substr(id, 1, ?) = ?",
+                                      (len(intent_prefix), intent_prefix)).fetchone()
+            intent = self.journal.get(row[0]) if row else None
+            if intent is None or not intent.serve:
+                return
+            if owed and intent.status is Status.DONE:
+                self.journal.set_status(intent, Status.COMMITTED)
+            elif not owed and intent.status is Status.COMMITTED:
+                self.journal.set_status(intent, Status.DONE)
 
     def hold(self, link: MifareClassicLink) -> CardSession:
         """Keep the card on ``link`` for a UI: the reader loop leaves the link open and
