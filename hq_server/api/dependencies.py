@@ -15,6 +15,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlalchemy.engine import Engine
 
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
+from hq_server.operators.access import Actor, Level, Scope
 from hq_server.operators.accounts import AuthenticationFailed, Operator, authenticate
 
 REALM = "OneCard HQ"
@@ -44,3 +45,23 @@ def current_operator(request: Request,
 
 Parts = Annotated[HqParts, Depends(hq_parts)]
 CurrentOperator = Annotated[Operator, Depends(current_operator)]
+
+
+#: Roles of operators created before roles and scopes existed (``admin``) → today's.
+LEGACY_ROLES = {"admin": "hq_admin"}
+
+
+def actor_of(operator: Operator, origin: str) -> Actor:
+    """The :class:`Actor` an authenticated operator acts as (role and scope)."""
+    role = LEGACY_ROLES.get(operator.role, operator.role)
+    scope = getattr(operator, "scope", None) or Scope(Level.CHAIN)
+    return Actor(operator.username, role, scope, origin)
+
+
+def current_actor(request: Request, operator: CurrentOperator) -> Actor:
+    """The operator of this request as an Actor, ``origin`` naming the client address."""
+    client = request.client.host if request.client else "unknown"
+    return actor_of(operator, f"api {client}")
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]

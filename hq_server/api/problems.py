@@ -30,7 +30,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hq_server.api.common import (
+    BadCursor,
+    EditConflict,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+)
 from hq_server.devices.enrolment import EnrolmentError
+from hq_server.operators.access import Forbidden, NotVisible
 from hq_server.operators.accounts import AuthenticationFailed
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,12 @@ TYPES: dict[str, tuple[str, int]] = {
     "unknown-device": ("Unknown device", 404),
     "revoked": ("Device revoked", 403),
     "bad-signature": ("Signature does not verify", 403),
+    # operators, scopes and the common rules of API v1 (hq_server.api.common)
+    "forbidden": ("The operator's role does not allow this", 403),
+    "bad-cursor": ("The cursor was not made by this API", 400),
+    "idempotency-key-reused": ("The Idempotency-Key was used for another request", 422),
+    "idempotency-in-progress": ("The first request with this Idempotency-Key still runs", 409),
+    "edit-conflict": ("Changed by someone else since the version you edited", 409),
 }
 
 #: Statuses every route may answer with a problem.
@@ -87,11 +100,16 @@ class Problem(BaseModel):
     code: str = Field(description="The last segment of type, e.g. token-used")
     errors: list[ProblemError] | None = Field(
         default=None, description="Each thing wrong with the request (validation-error)")
+    current: dict[str, Any] | None = Field(
+        default=None, description="edit-conflict: the resource as it is now")
+    changed: list[str] | None = Field(
+        default=None, description="edit-conflict: the fields changed since your version")
 
 
 def problem(code: str, detail: str, instance: str, *, status: int | None = None,
             title: str | None = None, errors: list[dict[str, str]] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+            headers: dict[str, str] | None = None,
+            extra: dict[str, Any] | None = None) -> JSONResponse:
     """The problem response for ``code`` (a key of :data:`TYPES`)."""
     default_title, default_status = TYPES[code]
     body: dict[str, Any] = {
@@ -101,6 +119,8 @@ def problem(code: str, detail: str, instance: str, *, status: int | None = None,
     }
     if errors is not None:
         body["errors"] = errors
+    if extra:
+        body.update(extra)
     return JSONResponse(body, status_code=body["status"], media_type=MEDIA_TYPE,
                         headers=headers)
 
@@ -152,11 +172,44 @@ def _authentication_failed(request: Request, exc: AuthenticationFailed) -> JSONR
     return _not_authenticated(str(exc), request.url.path)
 
 
+def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+    return problem("forbidden", str(exc), request.url.path)
+
+
+def _not_visible(request: Request, exc: NotVisible) -> JSONResponse:
+    # Exactly what an unknown id gets: out of scope must not reveal that it exists.
+    return problem("not-found", "no such resource", request.url.path)
+
+
+def _bad_cursor(request: Request, exc: BadCursor) -> JSONResponse:
+    return problem("bad-cursor", str(exc), request.url.path)
+
+
+def _key_reused(request: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+    return problem("idempotency-key-reused", str(exc), request.url.path)
+
+
+def _key_in_progress(request: Request, exc: IdempotencyInProgress) -> JSONResponse:
+    return problem("idempotency-in-progress", str(exc), request.url.path,
+                   headers={"Retry-After": "1"})
+
+
+def _edit_conflict(request: Request, exc: EditConflict) -> JSONResponse:
+    return problem("edit-conflict", str(exc), request.url.path,
+                   extra={"current": exc.current, "changed": exc.changed})
+
+
 #: The domain errors a route may raise, and the problem each becomes: the one place
 #: where HQ's refusals turn into HTTP.
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     EnrolmentError: _enrolment_refused,
     AuthenticationFailed: _authentication_failed,
+    Forbidden: _forbidden,
+    NotVisible: _not_visible,
+    BadCursor: _bad_cursor,
+    IdempotencyKeyReused: _key_reused,
+    IdempotencyInProgress: _key_in_progress,
+    EditConflict: _edit_conflict,
 }
 
 

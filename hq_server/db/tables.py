@@ -369,3 +369,72 @@ component_health = Table(
     Column("detail", Text, nullable=False, server_default="{}"),
     PrimaryKeyConstraint("process", "component"),
 )
+
+
+# --- operator actions and API safety (issue 13: members, operators, audit) -------------
+
+# The chain's regions (大区) and stores (单店): managed by hq_server/chain; every scope
+# check needs a store's region (hq_server/chain/places.py).
+regions = Table(
+    "regions",
+    metadata,
+    Column("region_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+stores = Table(
+    "stores",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("region_id", String(64), ForeignKey("regions.region_id"), nullable=True),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+Index("stores_region", stores.c.region_id)
+
+# The audit log (操作日志): one row per operator action, hash-chained; the database
+# refuses to change or delete a row (triggers, see migration 0007).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("operator", String(64), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("origin", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target_kind", String(32), nullable=False),
+    Column("target_id", String(128), nullable=False),
+    Column("before_json", Text, nullable=True),
+    Column("after_json", Text, nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("audit_log_target", audit_log.c.target_kind, audit_log.c.target_id)
+
+# The head of the audit chain: one row, locked by each append so the chain never forks.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Answers to POSTs sent with an Idempotency-Key, per operator (api/common.py).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("operator", String(64), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=True),  # None while the first request runs
+    Column("body_json", Text, nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("operator", "key"),
+)

@@ -1,0 +1,86 @@
+"""The audit log (操作日志): every operator action, append-only and hash-chained.
+
+Each change an operator makes (who, what, before and after, when, from where) is one row,
+written in the same database transaction as the change itself, so there is never a change
+without its row nor a row without its change. Each row carries the SHA-256 of its content
+and of the row before it: editing or deleting a row breaks the chain, which
+``onecard hq verify-audit`` reports.
+
+Appends are serialised by locking the chain's head row (``audit_head``), so two
+concurrent writers never fork the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from hq_server.operators.access import Actor
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at_ms: int
+    operator: str
+    role: str
+    origin: str
+    action: str
+    target_kind: str
+    target_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    prev_hash: str
+    hash: str
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+
+
+def entry_hash(prev_hash: str, seq: int, at_ms: int, operator: str, role: str, origin: str,
+               action: str, target_kind: str, target_id: str, before: Any, after: Any) -> str:
+    """The hash of one row: its content and the previous row's hash."""
+    body = _canonical([prev_hash, seq, at_ms, operator, role, origin, action, target_kind,
+                       target_id, before, after])
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def record_action(conn: Connection, actor: Actor, action: str, target_kind: str,
+                  target_id: str, before: dict[str, Any] | None, after: dict[str, Any] | None,
+                  now_ms: int) -> AuditEntry:
+    """Append one action to the audit log, inside the caller's transaction.
+
+    ``action`` is a dotted verb (``member.create``, ``member.update``, ``store.create``,
+    ``operator.lock``, ...); ``before``/``after`` are the target's fields as the caller
+    shows them (None when it did not exist / no longer exists). Secrets (password hashes,
+    PINs, tokens) must not be in them.
+    """
+    from hq_server.db.tables import audit_head, audit_log
+
+    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
+                        .where(audit_head.c.id == 1).with_for_update()).first()
+    if head is None:
+        conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
+                            .where(audit_head.c.id == 1).with_for_update()).one()
+    seq, prev = int(head[0]) + 1, str(head[1])
+    digest = entry_hash(prev, seq, now_ms, actor.operator, actor.role, actor.origin, action,
+                        target_kind, target_id, before, after)
+    conn.execute(insert(audit_log).values(
+        seq=seq, at_ms=now_ms, operator=actor.operator, role=actor.role,
+        origin=actor.origin, action=action, target_kind=target_kind, target_id=target_id,
+        before_json=None if before is None else _canonical(before),
+        after_json=None if after is None else _canonical(after),
+        prev_hash=prev, hash=digest))
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+    return AuditEntry(seq, now_ms, actor.operator, actor.role, actor.origin, action,
+                      target_kind, target_id, before, after, prev, digest)
