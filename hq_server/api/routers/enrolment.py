@@ -85,7 +85,7 @@ class BrokerOut(BaseModel):
     port: int
 
 
-class EnrolResponse(ProvisionOut):
+class RollResponse(BaseModel):
     device_id: str
     store: str
     role: str
@@ -93,6 +93,10 @@ class EnrolResponse(ProvisionOut):
     ca: str
     broker: BrokerOut
     config: dict[str, Any]
+
+
+class EnrolResponse(RollResponse, ProvisionOut):
+    """The identity, with what the terminal serves with: config, card keys, HQ's time."""
 
 
 @router.post("/v1/enrolment-tokens", response_model=TokenResponse, status_code=201,
@@ -130,9 +134,9 @@ def checkin(device_id: str, body: CheckInRequest, hq: Parts) -> CheckInResponse:
     return CheckInResponse(**answer.to_json(), nonce=body.nonce)
 
 
-@router.post("/v1/devices/{device_id}/roll", response_model=EnrolResponse, tags=["terminals"])
-def roll(device_id: str, body: RollRequest, hq: Parts) -> EnrolResponse:
+@router.post("/v1/devices/{device_id}/roll", response_model=RollResponse, tags=["terminals"])
+def roll(device_id: str, body: RollRequest, hq: Parts) -> RollResponse:
     """Replace the device's keys; signed with its current key. Old ones die at once."""
-    return EnrolResponse(**roll_keys(
+    return RollResponse(**roll_keys(
         hq.engine, hq.authority, hq.broker, device_id, body.public_key, body.csr,
         body.issued_at_ms, body.signature).to_json())
