@@ -85,9 +85,14 @@ def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
     from hq_server.reconciliation.rules import ReconcileConfig
     from hq_server.reconciliation.runs import reconcile_card_in_db, reconcile_due
 
+    from hq_server.cards.errors import CardNotFound
+
     engine, config = open_engine(db), ReconcileConfig(auto_denylist_clones)
     if card:
-        report, summary = reconcile_card_in_db(engine, card, config)
+        try:
+            report, summary = reconcile_card_in_db(engine, card, config)
+        except CardNotFound as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"card {card}: ledger purse {report.expected.purse} fen, card shows "
                    f"{report.card_purse} fen at counter {report.card_counter}; "
                    f"{len(report.anomalies)} anomalies")
