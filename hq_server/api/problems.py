@@ -41,6 +41,7 @@ from hq_server.chain.errors import ChainError, ChainNotFound
 from hq_server.devices.enrolment import EnrolmentError
 from hq_server.operators.access import Forbidden, NotVisible
 from hq_server.operators.accounts import AuthenticationFailed
+from hq_server.reports.income import ReportError
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     ChainError: _invalid,
     CardNotFound: _not_visible,
     CardError: _invalid,
+    ReportError: _invalid,
 }
 
 

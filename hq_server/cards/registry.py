@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from hq_server.api.common import check_version, decode_cursor, encode_cursor, page_limit
@@ -91,14 +91,15 @@ def apply_ingested(conn: Connection, signed: list[SignedRecord], now_ms: int) ->
     bulk_execute(conn, "cards_new", lambda: insert(cards).values(
         card_id=bindparam("card_id"), product=bindparam("product"),
         state=bindparam("state"), issuing_store=bindparam("issuing_store"),
-        first_seen_ms=bindparam("now"), updated_at_ms=bindparam("now"), version=1),
+        first_seen_ms=bindparam("now"), updated_at_ms=bindparam("now"),
+        version=bindparam("version")),
         [{"card_id": e.card_id, "product": e.product, "state": e.state,
-          "issuing_store": e.issuing_store, "now": now_ms} for e in fresh])
+          "issuing_store": e.issuing_store, "now": now_ms, "version": 1} for e in fresh])
     bulk_execute(conn, "cards_moved", lambda: update(cards).where(
         cards.c.card_id == bindparam("card")).values(
         product=bindparam("product"), state=bindparam("state"),
         issuing_store=bindparam("issuing_store"), updated_at_ms=bindparam("now"),
-        version=cards.c.version + 1),
+        version=cards.c.version + literal_column("1")),
         [{"card": e.card_id, "product": e.product, "state": e.state,
           "issuing_store": e.issuing_store, "now": now_ms} for e in moved])
     _write_history(conn, events)

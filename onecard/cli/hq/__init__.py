@@ -8,13 +8,23 @@
 * :mod:`.catalogue` — ``catalogue``, and ``rules`` (records that broke them)
 * :mod:`.operators` — ``create-admin``
 * :mod:`.chain` — ``region`` (大区) and ``store`` (单店)
+* :mod:`.reports` — ``report income`` (门店营收)
 """
 
 from __future__ import annotations
 
 import click
 
-from onecard.cli.hq import cards, catalogue, chain, devices, ledger, operators, process
+from onecard.cli.hq import (
+    cards,
+    catalogue,
+    chain,
+    devices,
+    ledger,
+    operators,
+    process,
+    reports,
+)
 
 
 @click.group("hq",
@@ -24,6 +34,6 @@ def group() -> None:
     catalogue and operators."""
 
 
-for _module in (process, ledger, cards, devices, catalogue, operators, chain):
+for _module in (process, ledger, cards, devices, catalogue, operators, chain, reports):
     for _command in _module.COMMANDS:
         group.add_command(_command)

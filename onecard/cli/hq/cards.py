@@ -145,9 +145,10 @@ def hq_card_list(db: str, operator: str, state: str | None, store: str | None,
 
     engine, actor, cursor, shown = open_engine(db), cli_actor(operator), None, 0
     while shown < limit:
-        page = _card_refusals(lambda: list_cards(
+        want = min(200, limit - shown)
+        page = _card_refusals(lambda c=cursor, n=want: list_cards(
             engine, actor, state=state, store=store, member=member, product=product,
-            cursor=cursor, limit=min(200, limit - shown)))
+            cursor=c, limit=n))
         for c in page.items:
             click.echo(f"{c['card_id']:<18} {c['state']:<9} {c['product'] or '-':<14} "
                        f"{c['issuing_store'] or '-':<14} {c['member_id'] or '-'}")

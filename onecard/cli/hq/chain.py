@@ -226,8 +226,8 @@ def store_list(db: str, operator: str, region: str | None, status: str | None) -
 
     engine, actor, cursor, count = open_engine(db), cli_actor(operator), None, 0
     while True:
-        page = _refusals(lambda: list_stores(engine, actor, region=region, status=status,
-                                             cursor=cursor, limit=200))
+        page = _refusals(lambda c=cursor: list_stores(engine, actor, region=region,
+                                                      status=status, cursor=c, limit=200))
         for s in page.items:
             click.echo(f"{s['store_id']:<16} {s['region'] or '-':<12} {s['status']:<7} "
                        f"v{s['version']:<4} {s['name']}")
