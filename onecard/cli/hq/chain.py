@@ -14,6 +14,9 @@ import click
 
 from onecard.cli.options import MAX_DOCUMENT_BYTES, cli_actor, db_option, operator_option
 
+#: The version an edit is based on (HQ stores it in a 32-bit integer).
+VERSION = click.IntRange(1, 2**31 - 1)
+
 
 def _refusals(run: Callable[[], Any]) -> Any:
     from hq_server.api.common import EditConflict
@@ -95,7 +98,7 @@ def region_add(db: str, operator: str, region_id: str, name: str) -> None:
 @db_option
 @operator_option
 @click.argument("region_id")
-@click.option("--version", type=click.IntRange(1), required=True,
+@click.option("--version", type=VERSION, required=True,
               help="The version you are editing (from `hq region list`).")
 @click.option("--name", default=None)
 def region_edit(db: str, operator: str, region_id: str, version: int, name: str | None) -> None:
@@ -112,7 +115,7 @@ def region_edit(db: str, operator: str, region_id: str, version: int, name: str 
 @db_option
 @operator_option
 @click.argument("region_id")
-@click.option("--version", type=click.IntRange(1), required=True)
+@click.option("--version", type=VERSION, required=True)
 def region_close(db: str, operator: str, region_id: str, version: int) -> None:
     """Close a region (its stores must be closed or moved first)."""
     from hq_server.chain.stores import edit_region
@@ -172,7 +175,7 @@ def store_add(db: str, operator: str, store_id: str, name: str, region: str | No
 @db_option
 @operator_option
 @click.argument("store_id")
-@click.option("--version", type=click.IntRange(1), required=True,
+@click.option("--version", type=VERSION, required=True,
               help="The version you are editing (from `hq store show`).")
 @click.option("--name", default=None)
 @click.option("--region", default=None)
@@ -203,7 +206,7 @@ def store_edit(db: str, operator: str, store_id: str, version: int, name: str | 
 @db_option
 @operator_option
 @click.argument("store_id")
-@click.option("--version", type=click.IntRange(1), required=True)
+@click.option("--version", type=VERSION, required=True)
 def store_close(db: str, operator: str, store_id: str, version: int) -> None:
     """Close a store (闭店): no new terminals; its records and cards stay."""
     from hq_server.chain.stores import close_store
