@@ -286,13 +286,16 @@ def fresh_database(store: str, workdir: Path) -> tuple[str, callable]:
 
 def end_to_end(store: str, workers: int, public: dict[str, str], wires: dict[str, list[bytes]],
                workdir: Path, verify_threads: int) -> dict:
+    from hq_server.chain.stores import create_store
     from hq_server.db.engine import open_engine
     from hq_server.devices.registry import add_device
     from hq_server.ledger.check import check_ledger
+    from hq_server.operators.access import SYSTEM
     from hq_server.reports.figures import ingest_figures
 
     url, drop = fresh_database(store, workdir)
     engine = open_engine(url)
+    create_store(engine, SYSTEM, "store-0", "Bench store", now_ms=int(time.time() * 1000))
     for d, key in public.items():
         add_device(engine, d, key, f"store-{int(d[-2:]) % 2}", "handheld")
     broker, hq_password, passwords = start_broker(list(wires))

@@ -27,9 +27,12 @@ from pathlib import Path
 from broker_config.render import HQ_USER
 from broker_config.runner import Broker
 from hq_server.catalogue.versions import set_catalogue
+from hq_server.chain.stores import create_store
+from hq_server.clock import system_clock
 from hq_server.db.engine import open_engine
 from hq_server.devices.registry import add_device
 from hq_server.ledger.check import check_ledger
+from hq_server.operators.access import SYSTEM
 from hq_server.reconciliation.runs import reconcile_due
 from hq_server.reports.figures import anomaly_counts, ingest_figures
 from protocol.card_ops import add_visits, issue, take_visit
@@ -241,6 +244,8 @@ def run_demo(config: DemoConfig) -> dict:
     gates = [SimGate(i + 1, workdir, broker, keys, gate_cfg, members, desk, config.tap_rate)
              for i in range(config.gates)]
     terminals: list[SimTerminal] = [desk, *gates]
+    # The chain first: terminals are registered for a store HQ knows.
+    create_store(engine, SYSTEM, STORE, "Demo pool", now_ms=system_clock())
     for t in terminals:
         add_device(engine, t.device_id, t.identity.public_key_hex, STORE, t.role)
         broker.add_user(t.device_id, t.password)

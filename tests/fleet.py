@@ -23,7 +23,7 @@ from hq_server.reports.figures import ingest_figures
 from terminal_fw.identity import DeviceIdentity, load_or_create
 from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
-from tests.hq_records import CountCard, VisitGate, count_card
+from tests.hq_records import CountCard, VisitGate, count_card, known_store
 
 STORE = "store-01"
 
@@ -72,6 +72,7 @@ class Fleet:
         term = Terminal(ident, Outbox(self.workdir / device_id / "terminal.db"),
                         secrets.token_urlsafe(12))
         if register:
+            known_store(self.engine, STORE)
             add_device(self.engine, device_id, ident.public_key_hex, STORE)
         self.broker.add_user(device_id, term.password)
         self.broker.reload()

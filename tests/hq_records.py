@@ -47,6 +47,25 @@ def url_of(engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
+def known_store(engine, store_id: str, region: str | None = None) -> str:
+    """Make sure HQ knows ``store_id`` (terminals are only registered for known stores)."""
+    from hq_server.chain.places import place_of_store
+    from hq_server.chain.stores import create_region, create_store
+    from hq_server.operators.access import SYSTEM
+
+    with engine.connect() as conn:
+        if place_of_store(conn, store_id) is not None:
+            return store_id
+        region_known = region is None or conn.exec_driver_sql(
+            "SELECT 1 FROM regions WHERE region_id = ?" if conn.dialect.name == "sqlite"
+            else "SELECT 1 FROM regions WHERE region_id = %s", (region,)).first()
+    if not region_known:
+        create_region(engine, SYSTEM, region, f"region {region}", 1_700_000_000_000)
+    create_store(engine, SYSTEM, store_id, f"store {store_id}", region=region,
+                 now_ms=1_700_000_000_000)
+    return store_id
+
+
 @dataclass
 class Till:
     """A terminal that signs records: device id, store, key and chain head."""
@@ -64,6 +83,8 @@ class Till:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
     def register(self, engine, role: str = "handheld") -> Till:
+        """Register the till at HQ, adding its store to the chain first if HQ lacks it."""
+        known_store(engine, self.store)
         add_device(engine, self.device_id, self.public_key_hex, self.store, role)
         return self
 

@@ -36,9 +36,12 @@ from hq_server.api.common import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
 )
+from hq_server.cards.errors import CardError, CardNotFound
+from hq_server.chain.errors import ChainError, ChainNotFound
 from hq_server.devices.enrolment import EnrolmentError
 from hq_server.operators.access import Forbidden, NotVisible
 from hq_server.operators.accounts import AuthenticationFailed
+from hq_server.reports.income import ReportError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ TYPES: dict[str, tuple[str, int]] = {
     "bad-request": ("The request was refused", 400),
     "not-authenticated": ("Operator name and password required", 401),
     "unknown-token": ("Unknown enrolment token", 404),
+    "unknown-store": ("The store is not known at HQ, or closed", 422),
     "token-used": ("Enrolment token already used", 409),
     "token-expired": ("Enrolment token expired", 410),
     "unknown-device": ("Unknown device", 404),
@@ -75,6 +79,7 @@ TYPES: dict[str, tuple[str, int]] = {
     "idempotency-key-reused": ("The Idempotency-Key was used for another request", 422),
     "idempotency-in-progress": ("The first request with this Idempotency-Key still runs", 409),
     "edit-conflict": ("Changed by someone else since the version you edited", 409),
+    "invalid-input": ("A field of the request cannot be accepted", 422),
 }
 
 #: Statuses every route may answer with a problem.
@@ -182,6 +187,10 @@ def _not_visible(request: Request, exc: NotVisible) -> JSONResponse:
     return problem("not-found", "no such resource", request.url.path)
 
 
+def _invalid(request: Request, exc: ValueError) -> JSONResponse:
+    return problem("invalid-input", str(exc), request.url.path)
+
+
 def _bad_cursor(request: Request, exc: BadCursor) -> JSONResponse:
     return problem("bad-cursor", str(exc), request.url.path)
 
@@ -211,6 +220,11 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     IdempotencyKeyReused: _key_reused,
     IdempotencyInProgress: _key_in_progress,
     EditConflict: _edit_conflict,
+    ChainNotFound: _not_visible,
+    ChainError: _invalid,
+    CardNotFound: _not_visible,
+    CardError: _invalid,
+    ReportError: _invalid,
 }
 
 

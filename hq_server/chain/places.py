@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from hq_server.chain.errors import ChainError, ChainNotFound
 from hq_server.db.tables import stores
 from hq_server.operators.access import Place
 
@@ -34,3 +35,13 @@ def places_of_stores(conn: Connection, store_ids: Iterable[str]) -> dict[str, Pl
                 .where(stores.c.store_id.in_(wanted[i:i + 500]))):
             out[store_id] = Place(store_id, region_id)
     return out
+
+
+def require_open_store(conn: Connection, store_id: str) -> None:
+    """Refuse a store HQ does not know or has closed (terminals, enrolment tokens)."""
+    row = conn.execute(select(stores.c.status).where(stores.c.store_id == store_id)).first()
+    if row is None:
+        raise ChainNotFound(f"store {store_id!r} is not known at HQ (add it first: "
+                            f"onecard hq store add {store_id} --name ...)")
+    if row[0] != "active":
+        raise ChainError(f"store {store_id!r} is closed")

@@ -452,3 +452,60 @@ idempotency_keys = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("operator", "key"),
 )
+
+
+# --- the chain's stores in full, and the card registry (issue 13: chain and cards) ----
+# Added to ``regions``/``stores`` by migration 0009 (see hq_server/chain/stores.py):
+regions.append_column(Column("updated_at_ms", BigInteger, nullable=True))
+stores.append_column(Column("address", Text, nullable=False, server_default=""))
+stores.append_column(Column("phone", String(40), nullable=False, server_default=""))
+# JSON: {"mon": ["06:00-22:00"], ..., "holidays": {"2026-10-01": []}} (hq_server/chain/hours.py)
+stores.append_column(Column("opening_hours", Text, nullable=False, server_default="{}"))
+stores.append_column(Column("updated_at_ms", BigInteger, nullable=True))
+stores.append_column(Column("closed_at_ms", BigInteger, nullable=True))
+
+# Every card HQ knows (卡片档案): kept current from ingested records (hq_server/cards).
+cards = Table(
+    "cards",
+    metadata,
+    Column("card_id", String(64), primary_key=True),
+    Column("product", String(64), nullable=False, server_default=""),
+    Column("member_id", String(64), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("issuing_store", String(64), nullable=True),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
+    CheckConstraint("state IN ('blank', 'issued', 'open', 'lost', 'blocked', 'frozen', "
+                    "'recalled', 'replaced')", name="state"),
+)
+Index("cards_member", cards.c.member_id)
+Index("cards_issuing_store", cards.c.issuing_store, cards.c.card_id)
+Index("cards_state", cards.c.state, cards.c.card_id)
+
+# The chip UIDs a card was seen with (a card may carry several: a replaced chip).
+card_uids = Table(
+    "card_uids",
+    metadata,
+    Column("uid", String(32), primary_key=True),
+    Column("card_id", String(64), ForeignKey("cards.card_id"), nullable=False),
+    Column("added_at_ms", BigInteger, nullable=False),
+)
+Index("card_uids_card", card_uids.c.card_id)
+
+# Append-only: each change of a card's state, product, member or issuing store, and why.
+card_history = Table(
+    "card_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("card_id", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("state_before", String(16), nullable=True),
+    Column("state_after", String(16), nullable=False),
+    # "record <device>#<seq>", "operator <name>", "denylist <version>"
+    Column("source", String(128), nullable=False),
+    Column("store", String(64), nullable=True),
+    Column("detail", Text, nullable=False, server_default="{}"),
+)
+Index("card_history_card", card_history.c.card_id, card_history.c.id)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
+from hq_server.cards.registry import card_exists, mark_denylisted
 from hq_server.clock import system_clock
 from hq_server.db.tables import denylist_entries
 from protocol.ids import describe, is_id
@@ -82,6 +83,10 @@ def _change(engine: Engine, card_id: str, action: str, reason: str, source: str,
         if conn.dialect.name == "postgresql":
             # One change at a time, so versions and deltas follow each other exactly.
             conn.exec_driver_sql("LOCK TABLE denylist_entries IN SHARE ROW EXCLUSIVE MODE")
+        if action == "add" and not card_exists(conn, card_id):
+            raise DenylistError(f"no card {card_id!r} at HQ: it was never issued, registered "
+                                "or used at a terminal, so there is nothing to denylist "
+                                "(check the number; `onecard hq card list`)")
         latest = _latest(conn, card_id)
         listed = latest is not None and latest["action"] == "add"
         if (action == "add") == listed:
@@ -93,6 +98,9 @@ def _change(engine: Engine, card_id: str, action: str, reason: str, source: str,
             card_id=card_id, action=action, reason=reason, source=source,
             effective_at_ms=effective, created_at_ms=now,
         ).returning(denylist_entries.c.version)).scalar_one()
+        # The card's state follows: lost (挂失) while listed, its former state after.
+        mark_denylisted(conn, card_id, action == "add", f"denylist {version} ({source})"[:128],
+                        now)
     if action == "add":
         delta = DenylistDelta(before, version, added=(DenylistEntry(card_id, reason, effective),))
     else:

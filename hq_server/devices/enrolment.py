@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from hq_server.chain.errors import ChainError, ChainNotFound
+from hq_server.chain.places import require_open_store
 from hq_server.clock import system_clock
 from hq_server.db.tables import device_certificates, device_events, devices, enrolment_tokens
 from hq_server.devices.registry import RegistryError, parse_public_key
@@ -56,7 +58,7 @@ MAX_CSR_BYTES = 8192
 class EnrolmentError(ValueError):
     """An enrolment request refused, with a machine code and the reason in words.
 
-    ``code`` is one of: ``bad_request``, ``unknown_token``, ``token_used``,
+    ``code`` is one of: ``bad_request``, ``unknown_store``, ``unknown_token``, ``token_used``,
     ``token_expired``, ``unknown_device``, ``revoked``, ``bad_signature``.
     """
 
@@ -142,6 +144,10 @@ def create_token(engine: Engine, store: str, role: str, created_by: str,
     token = "oce_" + secrets.token_urlsafe(32)
     expires = now_ms + int(ttl.total_seconds() * 1000)
     with engine.begin() as conn:
+        try:  # a terminal belongs to a store of the chain: no token for one HQ does not know
+            require_open_store(conn, store)
+        except (ChainError, ChainNotFound) as exc:
+            raise EnrolmentError("unknown_store", str(exc)) from None
         conn.execute(insert(enrolment_tokens).values(
             token_hash=_token_hash(token), store=store, role=role, created_by=created_by,
             created_at_ms=now_ms, expires_at_ms=expires))

@@ -8,6 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from hq_server.chain.errors import ChainError, ChainNotFound
+from hq_server.chain.places import require_open_store
 from hq_server.clock import system_clock
 from hq_server.db.tables import devices
 from protocol.ids import describe, is_device_id, is_store_id
@@ -38,7 +40,8 @@ def parse_public_key(hex_key: str) -> Ed25519PublicKey:
 
 def add_device(engine: Engine, device_id: str, public_key_hex: str, store: str,
                role: str = "gate", *, now_ms: int | None = None) -> Device:
-    """Register a terminal's public key. Re-registering an id is refused."""
+    """Register a terminal's public key for a store HQ knows and has not closed.
+    Re-registering an id is refused."""
     if not is_device_id(device_id):
         raise RegistryError(f"not a device id: {device_id!r} ({describe()})")
     if not is_store_id(store):
@@ -47,6 +50,10 @@ def add_device(engine: Engine, device_id: str, public_key_hex: str, store: str,
     with engine.begin() as conn:
         if conn.execute(select(devices.c.device_id).where(devices.c.device_id == device_id)).first():
             raise RegistryError(f"device {device_id!r} is already registered")
+        try:
+            require_open_store(conn, store)
+        except (ChainError, ChainNotFound) as exc:
+            raise RegistryError(str(exc)) from None
         conn.execute(insert(devices).values(
             device_id=device_id, public_key=public_key_hex.lower(), store=store, role=role,
             status="active", registered_at_ms=system_clock() if now_ms is None else now_ms,

@@ -5,7 +5,9 @@ nothing of MQTT. :mod:`hq_server.ingest.worker` carries messages from the broker
 and the acks back. A batch goes: verify (:mod:`~hq_server.ingest.verify`), classify
 (:mod:`~hq_server.ingest.classify`, plain code), store (:mod:`~hq_server.ingest.storage`),
 post (:mod:`~hq_server.ingest.posting`, through the ledger's one writer), quarantine
-(:mod:`~hq_server.ingest.quarantine`), ack (:mod:`~hq_server.ingest.acks`).
+(:mod:`~hq_server.ingest.quarantine`), ack (:mod:`~hq_server.ingest.acks`); the card
+registry (:mod:`hq_server.cards.registry`) follows the posted records in the same
+transaction.
 
 Exactly once: (device id, sequence) is the primary key of ``records`` and the ledger
 transaction id is derived from it, so a record that arrives twice is recognised and
@@ -34,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from hq_server.cards.registry import apply_ingested
 from hq_server.catalogue.versions import CatalogueHistory
 from hq_server.clock import Clock, system_clock
 from hq_server.db.bulk import chunks
@@ -213,6 +216,8 @@ class Ingest:
                         "checked (load one with 'onecard hq catalogue set FILE')")
         result.posted = len(to_post)
         result.cards = {s.record.card_id for s in to_post}
+        # The card registry follows the posted records (issued, opened, recalled, ...).
+        apply_ingested(conn, to_post, now)
 
         for r in batch.rejected:
             result.rejected[r.error.reason.name.lower()] += 1

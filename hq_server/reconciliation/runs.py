@@ -76,7 +76,12 @@ def card_events(conn: Connection, card_id: str) -> list[CardEvent]:
 
 def reconcile_card_in_db(engine: Engine, card_id: str, config: ReconcileConfig | None = None,
                          *, clock: Clock = system_clock) -> tuple[CardReport, ReconcileSummary]:
-    """Reconcile one card now (whether or not it is due)."""
+    """Reconcile one card now (whether or not it is due); a card HQ does not know is
+    refused (:class:`~hq_server.cards.errors.CardNotFound`), never "0 anomalies"."""
+    from hq_server.cards.registry import require_known_card
+
+    with engine.connect() as conn:
+        require_known_card(conn, card_id)
     summary = ReconcileSummary()
     report = _reconcile_one(engine, card_id, config or ReconcileConfig(), summary, None,
                             clock)

@@ -42,7 +42,7 @@ from terminal_fw.outbox import Outbox
 from terminal_fw.uplink import Uplink
 from tests.conftest import have_mosquitto, require
 from tests.fleet import member_card
-from tests.hq_records import VisitGate
+from tests.hq_records import VisitGate, known_store
 from tests.mtls_helpers import Probe, make_site, remove_site, start_broker, tls_context, wait_for
 
 PASSWORD = "correct horse battery staple"
@@ -64,6 +64,7 @@ class HQ:
         return httpx.Client(base_url=self.url, verify=ctx, auth=auth, timeout=30)
 
     def token(self, store: str = "store-01", role: str = "gate") -> str:
+        known_store(self.engine, store)
         with self.http() as client:
             r = client.post("/v1/enrolment-tokens", json={"store": store, "role": role})
         assert r.status_code == 201, r.text
@@ -138,7 +139,12 @@ def test_tokens_need_an_operator(hq: HQ):
         assert client.post("/v1/enrolment-tokens", json=body).status_code == 401
     with hq.http() as client:
         r = client.post("/v1/enrolment-tokens", json={"store": "a b", "role": "gate"})
-    assert r.status_code == 422
+        assert r.status_code == 422
+        # A terminal belongs to a store of the chain: none for a store HQ does not know.
+        ghost = client.post("/v1/enrolment-tokens", json={"store": "no-such-store",
+                                                           "role": "gate"})
+    assert ghost.status_code == 422 and ghost.json()["code"] == "unknown-store"
+    assert "not known at HQ" in ghost.json()["detail"]
 
 
 def test_enrolled_terminal_connects_and_publishes_only_where_it_may(hq: HQ):
@@ -203,7 +209,7 @@ def test_token_works_once_and_expires(hq: HQ):
     assert used.value.code == "token_used" and "already used" in str(used.value)
     assert token not in str(used.value)
 
-    stale = create_token(hq.engine, "store-01", "gate", "test", now_ms=1_000_000).token
+    stale = create_token(hq.engine, known_store(hq.engine, "store-01"), "gate", "test", now_ms=1_000_000).token
     with pytest.raises(EnrolmentFailed) as expired:
         hq.enrol(stale, "late")
     assert expired.value.code == "token_expired" and "expired" in str(expired.value)
@@ -263,7 +269,7 @@ def test_revoked_device_is_refused_by_the_broker_and_by_hq(hq: HQ):
                         json={"reason": "stolen from the pool entrance"})
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "revoked" and len(r.json()["revoked_certificates"]) == 1
-        listed = {d["device_id"]: d["status"] for d in client.get("/v1/devices").json()}
+        listed = {d["device_id"]: d["status"] for d in client.get("/v1/devices").json()["items"]}
     assert listed[enrolled.device_id] == "revoked"
 
     assert online.closed.wait(15), "the revoked device's session stayed open"

@@ -302,7 +302,9 @@ def presence_worker(tmp_path_factory):
     from hq_server.ingest.worker import IngestWorker
 
     engine = open_engine(f"sqlite:///{tmp_path_factory.mktemp('presence') / 'hq.db'}")
-    add_device(engine, DEV, "00" * 32, "store-01")
+    from tests.hq_records import known_store
+
+    add_device(engine, DEV, "00" * 32, known_store(engine, "store-01"))
     worker = IngestWorker(engine, host="127.0.0.1", port=1, username="hq", password="x")
     yield worker
     engine.dispose()

@@ -29,7 +29,7 @@ from protocol.topics import (
     death_topic,
     heartbeat_topic,
 )
-from tests.hq_records import STORES, Till, store_engine
+from tests.hq_records import STORES, Till, known_store, store_engine
 
 BIRTH = Birth(bdseq=4, time_ms=1, software_version="1.2.0", role="gate", store="store-a",
               config_version=7, denylist_version=12, readers={"entry": "ok", "exit": "ok"})
@@ -120,7 +120,8 @@ def test_hq_sees_online_unclean_loss_and_clean_offline_through_the_broker(
         broker_factory, sqlite_url):
     engine = open_engine(sqlite_url)
     password, hq_password = secrets.token_urlsafe(8), secrets.token_urlsafe(8)
-    add_device(engine, "gate-01", Till("gate-01", "store-a").public_key_hex, "store-a", "gate")
+    add_device(engine, "gate-01", Till("gate-01", "store-a").public_key_hex,
+               known_store(engine, "store-a"), "gate")
     broker = broker_factory({HQ_USER: hq_password, "gate-01": password})
     first = _terminal(broker.port, "gate-01", password, bdseq=1)  # birth retained before HQ
     worker = IngestWorker(engine, host="127.0.0.1", port=broker.port, username=HQ_USER,

@@ -45,6 +45,7 @@ from tests.hq_records import (
     CountCard,
     Till,
     VisitGate,
+    known_store,
     recharge,
     store_engine,
     url_of,
@@ -124,7 +125,8 @@ def test_two_workers_on_a_shared_subscription_ledger_every_tap_once(pg_url, brok
     for i in range(3):
         device_id = f"gate-{i + 1:02d}"
         ident = load_or_create(tmp_path / device_id / "secrets", device_id, "store-a")
-        add_device(engine, device_id, ident.public_key_hex, "store-a", "gate")
+        add_device(engine, device_id, ident.public_key_hex, known_store(engine, "store-a"),
+                   "gate")
         users[device_id] = secrets.token_urlsafe(12)
         gates.append((ident, Outbox(tmp_path / device_id / "outbox.db")))
     broker = broker_factory(users)

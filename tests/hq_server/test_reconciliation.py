@@ -31,7 +31,16 @@ from protocol.record import Flag, Operation
 from protocol.topics import records_topic
 from terminal_fw.identity import load_or_create
 from terminal_fw.outbox import Outbox
-from tests.hq_records import STORES, Card, CountCard, Till, VisitGate, add_visits, store_engine
+from tests.hq_records import (
+    STORES,
+    Card,
+    CountCard,
+    Till,
+    VisitGate,
+    add_visits,
+    known_store,
+    store_engine,
+)
 
 T0 = 1_700_000_000_000
 
@@ -146,7 +155,8 @@ class Site:
 
     def gate(self, device_id: str, *, offline: bool = True) -> VisitGate:
         ident = load_or_create(self.tmp / device_id / "secrets", device_id, "store-a")
-        add_device(self.engine, device_id, ident.public_key_hex, "store-a", "gate")
+        add_device(self.engine, device_id, ident.public_key_hex,
+                   known_store(self.engine, "store-a"), "gate")
         gate = VisitGate(ident, Outbox(self.tmp / device_id / "outbox.db"), "swim",
                     clock=self.tick, offline=lambda: offline)
         self.gates[device_id] = gate

@@ -30,6 +30,11 @@ def test_register_device_and_refusals(tmp_path):
     runner = CliRunner()
     db = f"sqlite:///{tmp_path / 'hq.db'}"
     key = "ab" * 32
+    unknown = runner.invoke(main, ["hq", "add-device", "--db", db, "--device-id", "gate-01",
+                                   "--public-key", key, "--store", "s1"])
+    assert unknown.exit_code == 1 and "store 's1' is not known at HQ" in unknown.output
+    added = runner.invoke(main, ["hq", "store", "add", "s1", "--db", db, "--name", "东区店"])
+    assert added.exit_code == 0, added.output
     ok = runner.invoke(main, ["hq", "add-device", "--db", db, "--device-id", "gate-01",
                               "--public-key", key, "--store", "s1"])
     assert ok.exit_code == 0, ok.output

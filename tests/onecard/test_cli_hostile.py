@@ -74,6 +74,8 @@ def test_dates_out_of_range_are_usage_errors_and_change_nothing(db, when):
 
 
 def test_a_good_date_still_works(db):
+    assert run("hq", "store", "add", "S1", "--db", db, "--name", "S1").exit_code == 0
+    assert run("hq", "card", "add", "M3", "--db", db, "--store", "S1").exit_code == 0
     ok = run("hq", "denylist", "add", "M3", "--db", db, "--since", "2026-11-01T08:00:00+08:00",
              "--reason", "lost")
     assert ok.exit_code == 0, ok.output
@@ -156,6 +158,12 @@ def test_unknown_ids_are_refused(db):
     refused(run("hq", "reverse", "--db", db, "no-such-txn", "--reason", "x", "--operator", "y"),
             1)
     refused(run("hq", "denylist", "remove", "NOPE", "--db", db), 1)
+    # HQ does not know these cards: refused with the reason, never "0 anomalies"
+    ghost = refused(run("hq", "denylist", "add", "GHOST-CARD", "--db", db, "--reason", "lost"),
+                    1, "no card 'GHOST-CARD' at HQ")
+    assert "0 cards" in run("hq", "denylist", "show", "--db", db).output, ghost
+    refused(run("hq", "reconcile", "--db", db, "--card", "NOSUCH"), 1, "no card 'NOSUCH' at HQ")
+    refused(run("hq", "card", "show", "NOSUCH", "--db", db), 1, "no card 'NOSUCH'")
     refused(run("hq", "uid-credential", "revoke", "--db", db, "qr", "never-added"), 1)
 
 

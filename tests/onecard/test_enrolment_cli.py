@@ -58,6 +58,11 @@ def test_operator_enrols_and_revokes_a_terminal_from_the_command_line():
         procs.append(subprocess.Popen([*ONECARD, "hq", "serve-api", "--db", db, "--site",
                                        str(site), "--port", str(api_port)],
                                       stderr=subprocess.PIPE))
+        refused = run("hq", "enrolment-token", "--db", db, "--store", "pool-east",
+                      "--role", "gate", ok=False)
+        assert "store 'pool-east' is not known at HQ" in refused.stderr
+        run("hq", "store", "add", "pool-east", "--db", db, "--name", "East pool",
+            "--hours", '{"mon": ["06:00-22:00"]}')
         token = run("hq", "enrolment-token", "--db", db, "--store", "pool-east",
                     "--role", "gate").stdout.strip()
         assert token.startswith("oce_")

@@ -24,6 +24,7 @@ from hq_server.ledger.postings import postings_for
 from protocol.ids import ID_PATTERN, MAX_PRODUCT, is_card_id, is_id, is_product_name
 from protocol.products import Catalogue, CatalogueError, CountProduct
 from protocol.record import Operation, RecordRejected, TransactionRecord
+from tests.hq_records import known_store
 
 ids = st.from_regex(ID_PATTERN, fullmatch=True)
 products = ids.filter(lambda p: len(p) <= MAX_PRODUCT)
@@ -111,6 +112,7 @@ def test_every_kind_of_id_uses_the_grammar(sqlite_url):
         with pytest.raises(RecordRejected):
             TransactionRecord(**{**kw, field: value}).encode()
     engine = open_engine(sqlite_url)
+    known_store(engine, "S1")
     key = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
     with pytest.raises(RegistryError):
         add_device(engine, "gate:1", key, "S1", "gate")

@@ -13,6 +13,7 @@ from hq_server.devices.registry import add_device
 from protocol.record import Flag
 from tests.conftest import have_mosquitto, require
 from tests.fleet import make_fleet, wait_for
+from tests.hq_records import known_store
 from tests.runtime_world import config_doc, make_runtime, member_card
 
 pytestmark = pytest.mark.broker
@@ -26,6 +27,7 @@ def test_broker_down_and_back_delivers_every_record_once(tmp_path):
     fleet.broker.add_user("gate-01", password)
     fleet.broker.reload()
     rt = make_runtime(tmp_path / "gate-01", broker_port=fleet.broker.port, password=password)
+    known_store(fleet.engine, "store-01")
     add_device(fleet.engine, "gate-01", rt.identity.public_key_hex, "store-01")
     rt.config.offer(config_doc(1, gate={"group": 0, "accepts": ["swim"]}))
     opened: list[str] = []

@@ -22,6 +22,7 @@ from terminal_fw.enrolment import enrol
 from terminal_fw.runtime import Runtime, RuntimeSettings, write_chain_keys
 from tests.card_world import KEYS
 from tests.conftest import have_mosquitto, require
+from tests.hq_records import known_store
 from tests.mtls_helpers import make_site, remove_site, start_broker, wait_for
 from tests.runtime_world import config_doc, member_card
 
@@ -58,7 +59,7 @@ def hq():
 
 def enrolled_runtime(hq, role: str, name: str) -> Runtime:
     site, engine, server, fleet, workdir = hq
-    token = create_token(engine, "store-01", role, "test").token
+    token = create_token(engine, known_store(engine, "store-01"), role, "test").token
     secrets = workdir / name / "secrets"
     enrol(server.url, token, secrets, ca_file=site.device_ca_cert)
     write_chain_keys(secrets, KEYS)

@@ -1,12 +1,16 @@
 """The device registry for operators: list the terminals, revoke one."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from hq_server.api.dependencies import CurrentOperator, Parts
-from hq_server.db.tables import devices
+from hq_server.api.common import decode_cursor, encode_cursor, page_limit
+from hq_server.api.dependencies import CurrentActor, CurrentOperator, Parts
+from hq_server.db.tables import devices, stores
 from hq_server.devices.enrolment import revoke_device
+from hq_server.operators.access import Level, authorise, scope_filter
 
 router = APIRouter(tags=["operators"])
 
@@ -38,8 +42,33 @@ def revoke(device_id: str, body: RevokeRequest, who: CurrentOperator,
                           revoked_certificates=[str(s) for s in serials])
 
 
-@router.get("/v1/devices", response_model=list[DeviceOut])
-def list_devices(_who: CurrentOperator, hq: Parts) -> list[DeviceOut]:
+class DevicePage(BaseModel):
+    items: list[DeviceOut]
+    next_cursor: str | None
+
+
+@router.get("/v1/devices", response_model=DevicePage)
+def list_devices(actor: CurrentActor, hq: Parts, store: str | None = None,
+                 cursor: Annotated[str | None, Query(max_length=512)] = None,
+                 limit: Annotated[int | None, Query(ge=1, le=200)] = None) -> DevicePage:
+    """The terminals of the stores in the operator's scope, by id, a page at a time."""
+    authorise(actor, "devices.read")
+    after, n = decode_cursor(cursor, 1), page_limit(limit)
+    d = devices.c
+    q = select(devices).order_by(d.device_id).limit(n + 1)
+    level, ident = scope_filter(actor)
+    if level is Level.STORE:
+        q = q.where(d.store == ident)
+    elif level is Level.REGION:
+        q = q.where(d.store.in_(select(stores.c.store_id).where(stores.c.region_id == ident)))
+    if store is not None:
+        q = q.where(d.store == store)
+    if after is not None:
+        q = q.where(d.device_id > str(after[0]))
     with hq.engine.connect() as conn:
-        rows = conn.execute(select(devices).order_by(devices.c.device_id)).mappings()
-        return [DeviceOut(**{k: r[k] for k in DeviceOut.model_fields}) for r in rows]
+        rows = [DeviceOut(**{k: r[k] for k in DeviceOut.model_fields})
+                for r in conn.execute(q).mappings()]
+    more = len(rows) > n
+    rows = rows[:n]
+    return DevicePage(items=rows,
+                      next_cursor=encode_cursor((rows[-1].device_id,)) if more else None)

@@ -2,18 +2,29 @@
 
 * :mod:`.process` — running HQ (``run``, ``ingest``, ``serve-api``), ``status``, ``migrate``
 * :mod:`.ledger` — ``verify-ledger``, ``reverse``, ``settlement``, ``reconcile``, ``anomalies``
-* :mod:`.cards` — ``denylist`` (挂失), ``uid-credential``
+* :mod:`.cards` — ``card`` (the registry), ``denylist`` (挂失), ``uid-credential``
 * :mod:`.devices` — the device registry and the fleet: ``add-device``, ``list-devices``,
   ``enrolment-token``, ``revoke-device``, ``fleet``, ``push-config``, ``command``
 * :mod:`.catalogue` — ``catalogue``, and ``rules`` (records that broke them)
 * :mod:`.operators` — ``create-admin``
+* :mod:`.chain` — ``region`` (大区) and ``store`` (单店)
+* :mod:`.reports` — ``report income`` (门店营收)
 """
 
 from __future__ import annotations
 
 import click
 
-from onecard.cli.hq import cards, catalogue, devices, ledger, operators, process
+from onecard.cli.hq import (
+    cards,
+    catalogue,
+    chain,
+    devices,
+    ledger,
+    operators,
+    process,
+    reports,
+)
 
 
 @click.group("hq",
@@ -23,6 +34,6 @@ def group() -> None:
     catalogue and operators."""
 
 
-for _module in (process, ledger, cards, devices, catalogue, operators):
+for _module in (process, ledger, cards, devices, catalogue, operators, chain, reports):
     for _command in _module.COMMANDS:
         group.add_command(_command)

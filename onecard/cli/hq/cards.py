@@ -1,10 +1,11 @@
-"""Cards at HQ: the denylist (挂失) and UID-only credentials (ID cards, QR codes)."""
+"""Cards at HQ: the card registry (卡片档案), the denylist (挂失) and UID-only credentials
+(ID cards, QR codes)."""
 
 from __future__ import annotations
 
 import click
 
-from onecard.cli.options import db_option, optional_when_ms
+from onecard.cli.options import cli_actor, db_option, operator_option, optional_when_ms
 from protocol.money import MAX_FEN
 
 
@@ -110,4 +111,93 @@ def hq_uid_credential_list(db: str, holder: str | None) -> None:
     click.echo(f"{len(rows)} credentials")
 
 
-COMMANDS = [hq_denylist, hq_uid_credential]
+def _card_refusals(run):
+    from hq_server.cards.errors import CardError, CardNotFound
+    from hq_server.operators.access import Forbidden, NotVisible
+
+    try:
+        return run()
+    except (CardError, CardNotFound, Forbidden) as exc:
+        raise click.ClickException(str(exc)) from None
+    except NotVisible:
+        raise click.ClickException("no such card") from None
+
+
+@click.group("card")
+def hq_card() -> None:
+    """The card registry (卡片档案): every card HQ knows, its state and history."""
+
+
+@hq_card.command("list")
+@db_option
+@operator_option
+@click.option("--state", default=None, help="blank, issued, open, lost, blocked, frozen, "
+              "recalled or replaced.")
+@click.option("--store", default=None, help="Only cards issued at this store.")
+@click.option("--member", default=None, help="Only this member's cards.")
+@click.option("--product", default=None, help="Only cards of this card product.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+def hq_card_list(db: str, operator: str, state: str | None, store: str | None,
+                 member: str | None, product: str | None, limit: int) -> None:
+    """The cards you may see, by card id."""
+    from hq_server.cards.registry import list_cards
+    from hq_server.db.engine import open_engine
+
+    engine, actor, cursor, shown = open_engine(db), cli_actor(operator), None, 0
+    while shown < limit:
+        want = min(200, limit - shown)
+        page = _card_refusals(lambda c=cursor, n=want: list_cards(
+            engine, actor, state=state, store=store, member=member, product=product,
+            cursor=c, limit=n))
+        for c in page.items:
+            click.echo(f"{c['card_id']:<18} {c['state']:<9} {c['product'] or '-':<14} "
+                       f"{c['issuing_store'] or '-':<14} {c['member_id'] or '-'}")
+        shown += len(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    click.echo(f"{shown} cards")
+
+
+@hq_card.command("show")
+@db_option
+@operator_option
+@click.argument("card_id")
+def hq_card_show(db: str, operator: str, card_id: str) -> None:
+    """One card: state, product, member, issuing store, UIDs and history."""
+    from hq_server.cards.registry import get_card
+    from hq_server.db.engine import open_engine
+
+    c = _card_refusals(lambda: get_card(open_engine(db), cli_actor(operator), card_id))
+    click.echo(f"{c['card_id']}  {c['state']}")
+    click.echo(f"  product        {c['product'] or '-'}")
+    click.echo(f"  member         {c['member_id'] or '-'}")
+    click.echo(f"  issuing store  {c['issuing_store'] or '-'}")
+    click.echo(f"  UIDs           {', '.join(c['uids']) or '-'}")
+    click.echo(f"  version        {c['version']}")
+    for h in c["history"]:
+        click.echo(f"  {h['at_ms']}  {h['event']:<11} {h['state_before'] or '-':>9} -> "
+                   f"{h['state_after']:<9} {h['source']}")
+
+
+@hq_card.command("add")
+@db_option
+@operator_option
+@click.argument("card_id")
+@click.option("--store", required=True, help="The store holding the blank card.")
+@click.option("--product", default="", help="The card product it will be issued as.")
+@click.option("--uid", "uids", multiple=True, help="The chip's UID in hex (repeatable).")
+def hq_card_add(db: str, operator: str, card_id: str, store: str, product: str,
+                uids: tuple[str, ...]) -> None:
+    """Take a blank card into stock (白卡入库) so HQ knows it before it is issued."""
+    from hq_server.cards.registry import register_card
+    from hq_server.clock import system_clock
+    from hq_server.db.engine import open_engine
+
+    c = _card_refusals(lambda: register_card(open_engine(db), cli_actor(operator), card_id,
+                                             store=store, product=product, uids=uids,
+                                             now_ms=system_clock()))
+    click.echo(f"card {c['card_id']} registered blank at {c['issuing_store']}")
+
+
+COMMANDS = [hq_card, hq_denylist, hq_uid_credential]

@@ -81,13 +81,17 @@ def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
 @click.option("--auto-denylist-clones", is_flag=True, help="Denylist cards seen cloned.")
 def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
     """Compare cards' records with each other and with the ledger now (对账)."""
+    from hq_server.cards.errors import CardNotFound
     from hq_server.db.engine import open_engine
     from hq_server.reconciliation.rules import ReconcileConfig
     from hq_server.reconciliation.runs import reconcile_card_in_db, reconcile_due
 
     engine, config = open_engine(db), ReconcileConfig(auto_denylist_clones)
     if card:
-        report, summary = reconcile_card_in_db(engine, card, config)
+        try:
+            report, summary = reconcile_card_in_db(engine, card, config)
+        except CardNotFound as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"card {card}: ledger purse {report.expected.purse} fen, card shows "
                    f"{report.card_purse} fen at counter {report.card_counter}; "
                    f"{len(report.anomalies)} anomalies")
