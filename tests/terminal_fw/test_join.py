@@ -25,6 +25,7 @@ from terminal_fw.join import check_in, join
 from terminal_fw.runtime import Runtime, RuntimeSettings
 from tests.card_world import KEYS
 from tests.conftest import have_mosquitto, require
+from tests.hq_records import known_store
 from tests.mtls_helpers import make_site, remove_site, start_broker, wait_for
 from tests.runtime_world import config_doc, member_card
 
@@ -39,6 +40,7 @@ def hq():
     broker = start_broker(site)
     workdir = Path(tempfile.mkdtemp(prefix="onecard-join-"))
     engine = open_engine(f"sqlite:///{workdir / 'hq.db'}")
+    known_store(engine, STORE)  # HQ enrols terminals of stores it knows only
     keyring = CardKeyring(workdir / "card-keys.json")  # written by the tests that need it
     app = create_app(engine, SiteDeviceCA(site),
                      BrokerAddress("127.0.0.1", site.config.device_port), keyring)
