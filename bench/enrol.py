@@ -32,6 +32,7 @@ from hq_server.fleet.store_config import set_store_config
 from hq_server.ingest.worker import IngestWorker
 from terminal_fw.runtime import Runtime, RuntimeSettings
 from tests.card_world import KEYS
+from tests.hq_records import known_store
 from tests.mtls_helpers import make_site, remove_site, start_broker, wait_for
 from tests.runtime_world import config_doc, member_card
 
@@ -45,6 +46,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="onecard-bench-enrol-"))
     db = f"sqlite:///{work / 'hq.db'}"
     engine = open_engine(db)
+    known_store(engine, STORE)  # HQ enrols terminals of stores it knows only
     keyring = CardKeyring(work / "card-keys.json")
     keyring.path.write_text(json.dumps(keys_to_json(KEYS)))
     set_store_config(engine, STORE, config_doc(1, gate={"group": 0, "accepts": ["swim"]}),
