@@ -36,9 +36,11 @@ from hq_server.api.common import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
 )
+from hq_server.audit.query import BadAuditFilter
 from hq_server.devices.enrolment import EnrolmentError
 from hq_server.operators.access import Forbidden, NotVisible
 from hq_server.operators.accounts import AuthenticationFailed
+from hq_server.recycle.bin import CannotRestore, NotInBin, RetentionNotOver
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,10 @@ TYPES: dict[str, tuple[str, int]] = {
     "idempotency-key-reused": ("The Idempotency-Key was used for another request", 422),
     "idempotency-in-progress": ("The first request with this Idempotency-Key still runs", 409),
     "edit-conflict": ("Changed by someone else since the version you edited", 409),
+    # the audit log and the recycle bin (hq_server.audit, hq_server.recycle)
+    "bad-filter": ("The filter cannot be applied", 422),
+    "retention-not-over": ("The retention period of the recycle bin is not over", 409),
+    "cannot-restore": ("The deleted thing cannot be restored", 409),
 }
 
 #: Statuses every route may answer with a problem.
@@ -199,6 +205,11 @@ def _edit_conflict(request: Request, exc: EditConflict) -> JSONResponse:
                    extra={"current": exc.current, "changed": exc.changed})
 
 
+def _as(code: str) -> Callable[[Request, Exception], JSONResponse]:
+    """A handler answering an error with problem ``code`` and the error's words."""
+    return lambda request, exc: problem(code, str(exc), request.url.path)
+
+
 #: The domain errors a route may raise, and the problem each becomes: the one place
 #: where HQ's refusals turn into HTTP.
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
@@ -210,6 +221,10 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     IdempotencyKeyReused: _key_reused,
     IdempotencyInProgress: _key_in_progress,
     EditConflict: _edit_conflict,
+    BadAuditFilter: _as("bad-filter"),
+    NotInBin: _not_visible,  # like out of scope: the same answer as an unknown id
+    RetentionNotOver: _as("retention-not-over"),
+    CannotRestore: _as("cannot-restore"),
 }
 
 

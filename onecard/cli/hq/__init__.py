@@ -7,13 +7,15 @@
   ``enrolment-token``, ``revoke-device``, ``fleet``, ``push-config``, ``command``
 * :mod:`.catalogue` — ``catalogue``, and ``rules`` (records that broke them)
 * :mod:`.operators` — ``create-admin``
+* :mod:`.audit` — ``verify-audit``, ``audit``, ``recycle-bin``, ``backup``, ``restore``,
+  ``replay-archive``
 """
 
 from __future__ import annotations
 
 import click
 
-from onecard.cli.hq import cards, catalogue, devices, ledger, operators, process
+from onecard.cli.hq import audit, cards, catalogue, devices, ledger, operators, process
 
 
 @click.group("hq",
@@ -23,6 +25,6 @@ def group() -> None:
     catalogue and operators."""
 
 
-for _module in (process, ledger, cards, devices, catalogue, operators):
+for _module in (process, ledger, cards, devices, catalogue, operators, audit):
     for _command in _module.COMMANDS:
         group.add_command(_command)
