@@ -31,14 +31,24 @@ class BackupSchedule:
             raise ValueError("at least one backup is kept")
 
 
+#: Seconds before a failed backup is tried again.
+RETRY_AFTER_S = 300.0
+
+
 class ScheduledBackups:
     """Takes a backup when the newest one in the folder is older than the period (so a
-    restarted HQ does not back up again at once), then prunes to ``keep``."""
+    restarted HQ does not back up again at once), then prunes to ``keep``.
+
+    A failed backup (backup disk full, pg_dump missing) must not stop ingest: it is
+    logged, shown in ``hq status`` (``last_error``) and tried again after
+    :data:`RETRY_AFTER_S`.
+    """
 
     def __init__(self, engine: Engine, schedule: BackupSchedule,
                  clock: Clock = system_clock) -> None:
         self.engine, self.schedule, self.clock = engine, schedule, clock
         self._stop = threading.Event()
+        self.last_error: str | None = None
         self.last: Manifest | None = None
         newest = latest_manifest(schedule.folder) if schedule.folder.is_dir() else None
         if newest is not None:
@@ -58,10 +68,19 @@ class ScheduledBackups:
         return self.last
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self.run_once()  # a failure kills the component: the supervisor restarts it
+        pause = 1.0
+        while not self._stop.wait(pause):
+            pause = 1.0
+            try:
+                self.run_once()
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - a backup failure must not stop HQ
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.error("scheduled backup failed (%s); trying again in %.0f s",
+                          self.last_error, RETRY_AFTER_S)
+                pause = RETRY_AFTER_S
 
     def component(self) -> Component:
         return Component("backup", self._run, stop=self._stop.set,
                          progress=lambda: {"last_backup": self.last.file if self.last
-                                           else None})
+                                           else None, "last_error": self.last_error})
