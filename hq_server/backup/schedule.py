@@ -67,18 +67,22 @@ class ScheduledBackups:
         prune_backups(self.schedule.folder, self.schedule.keep)
         return self.last
 
+    def round(self) -> float:
+        """One round: a backup if due. Returns the seconds until the next round."""
+        try:
+            self.run_once()
+        except Exception as exc:  # noqa: BLE001 - a backup failure must not stop HQ
+            self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            log.error("scheduled backup failed (%s); trying again in %.0f s",
+                      self.last_error, RETRY_AFTER_S)
+            return RETRY_AFTER_S
+        self.last_error = None
+        return 1.0
+
     def _run(self) -> None:
         pause = 1.0
         while not self._stop.wait(pause):
-            pause = 1.0
-            try:
-                self.run_once()
-                self.last_error = None
-            except Exception as exc:  # noqa: BLE001 - a backup failure must not stop HQ
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                log.error("scheduled backup failed (%s); trying again in %.0f s",
-                          self.last_error, RETRY_AFTER_S)
-                pause = RETRY_AFTER_S
+            pause = self.round()
 
     def component(self) -> Component:
         return Component("backup", self._run, stop=self._stop.set,
