@@ -77,7 +77,7 @@ def list_actions(engine: Engine, actor: Actor, wanted: AuditFilter,
         query = query.where(audit_log.c.store.in_(
             select(stores.c.store_id).where(stores.c.region_id == scope_id)))
     if after is not None:
-        if not isinstance(after[0], int):
+        if not isinstance(after[0], int) or not 0 < after[0] < 2**62:
             raise BadCursor("this cursor was not made by this API")
         query = query.where(audit_log.c.seq < after[0])
     if wanted.operator is not None:

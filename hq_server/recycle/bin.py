@@ -157,7 +157,7 @@ def list_bin(engine: Engine, actor: Actor, *, kind: str | None = None,
     if kind is not None:
         query = query.where(recycle_bin.c.kind == kind)
     if after is not None:
-        if not isinstance(after[0], int):
+        if not isinstance(after[0], int) or not 0 < after[0] < 2**62:
             raise BadCursor("this cursor was not made by this API")
         query = query.where(recycle_bin.c.entry_id < after[0])
     keep = retention_ms(keep_days)

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from hq_server.api.common import StoredAnswer, run_idempotent
@@ -12,6 +12,9 @@ from hq_server.clock import system_clock
 from hq_server.recycle.bin import list_bin, purge_from_bin, restore_from_bin
 
 router = APIRouter(tags=["audit"])
+
+#: A recycle-bin entry id as the database holds it (a 32-bit integer).
+EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class AuditEntryOut(BaseModel):
@@ -61,8 +64,8 @@ def audit_log(who: CurrentActor, hq: Parts,
                                                   examples=["member:M0001"])] = None,
               action: Annotated[str | None, Query(max_length=64,
                                                   examples=["member.*"])] = None,
-              since_ms: Annotated[int | None, Query(ge=0)] = None,
-              until_ms: Annotated[int | None, Query(ge=0)] = None,
+              since_ms: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+              until_ms: Annotated[int | None, Query(ge=0, le=2**62)] = None,
               cursor: Annotated[str | None, Query(max_length=512)] = None,
               limit: Annotated[int | None, Query(ge=1, le=200)] = None) -> AuditPage:
     """Operator actions, newest first (``audit.read``), as far as the reader's scope
@@ -85,25 +88,25 @@ def recycle_bin(who: CurrentActor, hq: Parts,
                    next_cursor=next_cursor)
 
 
-async def _idempotent(request: Request, who, hq, key: str | None, run) -> Any:
-    body = await request.body()
+def _idempotent(request: Request, who, hq, key: str | None, run) -> Any:
+    """Run ``run`` once per Idempotency-Key (these POSTs carry no body)."""
     answer = run_idempotent(hq.engine, who.operator, key, request.method, request.url.path,
-                            body, lambda: StoredAnswer(200, run()), system_clock())
+                            b"", lambda: StoredAnswer(200, run()), system_clock())
     return answer.body
 
 
 @router.post("/v1/recycle-bin/{entry_id}/restore", response_model=BinEntryOut)
-async def restore(entry_id: int, request: Request, who: CurrentActor, hq: Parts,
-                  idempotency_key: Annotated[str | None, Header()] = None) -> Any:
+def restore(entry_id: EntryId, request: Request, who: CurrentActor, hq: Parts,
+            idempotency_key: Annotated[str | None, Header()] = None) -> Any:
     """Bring a deleted thing back (``recycle.restore``, in scope); audited."""
-    return await _idempotent(request, who, hq, idempotency_key, lambda: restore_from_bin(
+    return _idempotent(request, who, hq, idempotency_key, lambda: restore_from_bin(
         hq.engine, who, entry_id, system_clock()).as_dict())
 
 
 @router.post("/v1/recycle-bin/{entry_id}/purge", response_model=BinEntryOut)
-async def purge(entry_id: int, request: Request, who: CurrentActor, hq: Parts,
-                idempotency_key: Annotated[str | None, Header()] = None) -> Any:
+def purge(entry_id: EntryId, request: Request, who: CurrentActor, hq: Parts,
+          idempotency_key: Annotated[str | None, Header()] = None) -> Any:
     """Remove a deleted thing for good (``recycle.purge``: administrators, after the
     retention period); audited."""
-    return await _idempotent(request, who, hq, idempotency_key, lambda: purge_from_bin(
+    return _idempotent(request, who, hq, idempotency_key, lambda: purge_from_bin(
         hq.engine, who, entry_id, system_clock()).as_dict())

@@ -172,7 +172,7 @@ def recycle_list(db: str, operator_name: str, kind: str | None, state: str, limi
 @recycle_bin.command("restore")
 @db_option
 @operator_option
-@click.argument("entry_id", type=click.IntRange(1, 2**62))
+@click.argument("entry_id", type=click.IntRange(1, 2**31 - 1))
 def recycle_restore(db: str, operator_name: str, entry_id: int) -> None:
     """Bring a deleted thing back (店长 and above, in their scope)."""
     from hq_server.clock import system_clock
@@ -191,7 +191,7 @@ def recycle_restore(db: str, operator_name: str, entry_id: int) -> None:
 @recycle_bin.command("purge")
 @db_option
 @operator_option
-@click.argument("entry_id", type=click.IntRange(1, 2**62), required=False)
+@click.argument("entry_id", type=click.IntRange(1, 2**31 - 1), required=False)
 @click.option("--all-expired", is_flag=True, help="Every entry whose retention is over.")
 @click.option("--retention-days", type=click.IntRange(1, 3650), default=None,
               help="Retention period (default: env ONECARD_RECYCLE_RETENTION_DAYS or 30).")

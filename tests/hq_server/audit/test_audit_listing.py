@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from hq_server.api.app import create_app
-from hq_server.api.common import BadCursor
+from hq_server.api.common import BadCursor, encode_cursor
 from hq_server.api.dependencies import current_actor
 from hq_server.audit.log import record_action
 from hq_server.audit.query import AuditFilter, BadAuditFilter, list_actions
@@ -67,8 +67,9 @@ def test_pages_follow_the_cursor_without_gaps_or_repeats(engine):
         if cursor is None:
             break
     assert seen == [7, 6, 5, 4, 3, 2, 1]
-    with pytest.raises(BadCursor):
-        list_actions(engine, ADMIN, AuditFilter(), "not-a-cursor!!")
+    for forged in ("not-a-cursor!!", encode_cursor((2**70,)), encode_cursor(("7",))):
+        with pytest.raises(BadCursor):
+            list_actions(engine, ADMIN, AuditFilter(), forged)
 
 
 def test_scope_narrows_what_a_reader_sees(engine):
@@ -100,6 +101,8 @@ def test_api_lists_pages_and_scopes(engine):
     assert page.json()["items"][0]["store"] == "S1"
     nxt = client.get("/v1/audit", params={"limit": 1, "cursor": page.json()["next_cursor"]})
     assert [i["seq"] for i in nxt.json()["items"]] == [1] and nxt.json()["next_cursor"] is None
+    huge = client.get("/v1/audit", params={"since_ms": 2**70})
+    assert huge.status_code == 422 and huge.json()["code"] == "validation-error"
     bad = client.get("/v1/audit", params={"action": "member.%"})
     assert bad.status_code == 422 and bad.json()["code"] == "bad-filter"
     assert _client(engine, CASHIER_S1).get("/v1/audit").json()["code"] == "forbidden"

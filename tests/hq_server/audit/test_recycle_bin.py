@@ -184,6 +184,8 @@ def test_api_restores_and_purges_with_problems_for_refusals(engine):
     assert hidden.status_code == missing.status_code == 404
     assert hidden.json()["detail"] == missing.json()["detail"]
     assert client.get("/v1/recycle-bin").json() == {"items": [], "next_cursor": None}
+    huge = client.post(f"/v1/recycle-bin/{2**70}/restore")
+    assert huge.status_code == 422 and huge.json()["code"] == "validation-error"
     app.dependency_overrides[current_actor] = lambda: ADMIN
     early = client.post(f"/v1/recycle-bin/{entry}/purge")
     assert early.status_code == 409 and early.json()["code"] == "retention-not-over"
