@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from onecard.cli.options import PORT, db_option, site_option
+from onecard.cli.options import PORT, BoundedFloat, db_option, site_option
 
 no_fleet_option = click.option(
     "--no-fleet", is_flag=True,
@@ -29,7 +29,7 @@ def backup_options(command):
                      "(fsync'd before each ack; replayed after a restore)."),
         click.option("--backup-dir", type=click.Path(path_type=Path), default=None,
                      help="Take backups (备份) into this folder on a schedule."),
-        click.option("--backup-every", type=click.FloatRange(0.01, 744), default=24.0,
+        click.option("--backup-every", type=BoundedFloat(0.01, 744), default=24.0,
                      show_default=True, help="Hours between backups."),
         click.option("--backup-keep", type=click.IntRange(1, 10_000), default=14,
                      show_default=True, help="How many backups are kept."),
