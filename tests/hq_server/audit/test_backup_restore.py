@@ -135,16 +135,17 @@ def test_the_manifest_describes_the_copy(engine, tmp_path):
 
 def test_backup_and_restore_commands(engine, tmp_path):
     runner = CliRunner()
-    taken = runner.invoke(group, ["backup", "--db", url_of(engine), "--to", str(tmp_path)])
+    folder = tmp_path / "backups"
+    taken = runner.invoke(group, ["backup", "--db", url_of(engine), "--to", str(folder)])
     assert taken.exit_code == 0, taken.output
-    copy = next(p for p in tmp_path.iterdir() if not p.name.endswith(".json"))
+    copy = next(p for p in folder.iterdir() if not p.name.endswith(".json"))
     refused = runner.invoke(group, ["restore", "--db", url_of(engine), str(copy)])
     assert refused.exit_code == 1 and "not empty" in refused.output
     url = _lose(engine)
     done = runner.invoke(group, ["restore", "--db", url, str(copy)])
     assert done.exit_code == 0, done.output
     assert "replay-archive" in done.output
-    ok = runner.invoke(group, ["verify-audit", "--db", url, "--anchors", str(tmp_path)])
+    ok = runner.invoke(group, ["verify-audit", "--db", url, "--anchors", str(folder)])
     assert ok.exit_code == 0, ok.output
 
 
