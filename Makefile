@@ -24,7 +24,7 @@ test: setup firmware-check
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not (broker or postgres or pcsc or subprocess or network)"
+	ONECARD_FAST=1 $(BIN)/python -m pytest -q -m "not (broker or postgres or pcsc or subprocess or network or slow)"
 
 setup: system-packages $(STAMP)
 

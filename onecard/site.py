@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 from broker_config.install import Site, SiteDeviceCA, service_tls_context
+from hq_server.devices.card_keys import CardKeyring
 from hq_server.devices.enrolment import BrokerAddress
 from hq_server.fleet.service import FleetService
 from hq_server.process.settings import ApiSettings, BrokerLink
@@ -45,7 +46,28 @@ def api_settings(site_root: Path, *, host: str = "127.0.0.1", port: int = 8443,
     config = site.config
     address = BrokerAddress(broker_host or config.hostnames[0], config.device_port)
     return ApiSettings(site.api_cert, site.api_key, address,
-                       device_authority(site_root, services_host), host=host, port=port)
+                       device_authority(site_root, services_host), host=host, port=port,
+                       card_keys=CardKeyring(card_keys_file(site_root)))
+
+
+def card_keys_file(site_root: Path) -> Path:
+    """Where HQ holds the chain's card masters (``onecard hq card-keys init``)."""
+    return Site(site_root).hq / "card-keys.json"
+
+
+def default_hq_url(site_root: Path, port: int = 8443) -> str:
+    """HQ's API as terminals reach it: the site's first hostname (its certificate's)."""
+    return f"https://{Site(site_root).config.hostnames[0]}:{port}"
+
+
+def join_line(site_root: Path, token: str, hq_url: str | None = None) -> str:
+    """The one line a technician runs on a new terminal: HQ's API, the token, and HQ's
+    CA pinned by its key's SHA-256 (kubeadm's ``--discovery-token-ca-cert-hash``)."""
+    from protocol.enrolment import ca_pin
+
+    pin = ca_pin(Site(site_root).device_ca_cert.read_bytes())
+    return (f"onecard terminal join {hq_url or default_hq_url(site_root)} "
+            f"--token {token} --ca-hash {pin}")
 
 
 def check_broker(site_root: Path, broker_host: str = "127.0.0.1") -> None:

@@ -18,6 +18,7 @@ makes the swap finish on the next start if power is lost half-way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -67,6 +68,10 @@ class Enrolled:
     broker_port: int
     config: dict[str, Any]
     secrets_dir: Path
+    hq_url: str = ""
+    #: What the enrolment answer carried beside the identity (store config, card keys,
+    #: HQ's time); not kept in enrolment.json: terminal_fw.join puts each in its place.
+    provision: dict[str, Any] | None = None
 
     @property
     def cert_file(self) -> Path:
@@ -125,7 +130,7 @@ def _public_hex(key: Ed25519PrivateKey) -> str:
                                          serialization.PublicFormat.Raw).hex()
 
 
-def _store_answer(secrets: Path, answer: dict[str, Any]) -> None:
+def _store_answer(secrets: Path, answer: dict[str, Any], hq_url: str) -> None:
     device_id = answer.get("device_id", "")
     if not DEVICE_ID.match(device_id):
         raise EnrolmentFailed(f"HQ answered with an invalid device id {device_id!r}", "bad_answer")
@@ -134,7 +139,8 @@ def _store_answer(secrets: Path, answer: dict[str, Any]) -> None:
     write_private(secrets / CA_CERT, answer["ca"].encode())
     write_private(secrets / ENROLMENT_FILE, json.dumps({
         "device_id": device_id, "store": answer["store"], "role": answer["role"],
-        "broker": answer["broker"], "config": answer["config"]}, indent=2).encode())
+        "broker": answer["broker"], "config": answer["config"], "hq_url": hq_url},
+        indent=2).encode())
 
 
 def _commit_pending(secrets: Path) -> None:
@@ -164,7 +170,8 @@ def load_enrolment(secrets_dir: Path) -> Enrolled:
         raise EnrolmentFailed(f"{secrets} holds no enrolment: run `onecard terminal enrol`",
                               "not_enrolled") from None
     return Enrolled(data["device_id"], data["store"], data["role"], data["broker"]["host"],
-                    int(data["broker"]["port"]), data["config"], secrets)
+                    int(data["broker"]["port"]), data["config"], secrets,
+                    data.get("hq_url", ""))
 
 
 def mqtt_tls_context(secrets_dir: Path) -> ssl.SSLContext:
@@ -179,14 +186,16 @@ def mqtt_tls_context(secrets_dir: Path) -> ssl.SSLContext:
 # --- HTTPS ------------------------------------------------------------------------------
 
 
-def _post(hq_url: str, path: str, body: dict[str, Any], ca_file: Path | None,
-          timeout: float) -> dict[str, Any]:
+def _post(hq_url: str, path: str, body: dict[str, Any] | None, ca_file: Path | None,
+          timeout: float, *, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """POST ``body`` (GET when it is None) to HQ over verified TLS, JSON both ways."""
     if not hq_url.startswith("https://"):
         raise EnrolmentFailed("HQ must be reached over https:// (the token and keys "
                               "would otherwise cross the network in the clear)", "bad_url")
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx = context or ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     request = urllib.request.Request(
-        hq_url.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
+        hq_url.rstrip("/") + path, method="GET" if body is None else "POST",
+        data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=ctx) as response:
@@ -211,22 +220,28 @@ def _post(hq_url: str, path: str, body: dict[str, Any], ca_file: Path | None,
 
 
 def enrol(hq_url: str, token: str, secrets_dir: Path, *, ca_file: Path | None = None,
-           timeout: float = 30.0) -> Enrolled:
-    """Enrol this terminal with a one-time token (see the module docstring)."""
+          timeout: float = 30.0, need_card_keys: bool = False) -> Enrolled:
+    """Enrol this terminal with a one-time token (see the module docstring).
+
+    ``need_card_keys``: HQ refuses, leaving the token unspent, when it holds no card keys
+    to hand over (a terminal joining in one step, :mod:`terminal_fw.join`)."""
     secrets = _secrets_dir(secrets_dir)
     if (secrets / KEY_FILE).exists() or (secrets / ENROLMENT_FILE).exists():
         raise EnrolmentFailed(f"{secrets} already holds an identity; roll its keys or "
                               "wipe the folder to enrol afresh", "already_enrolled")
     signing, mqtt_key = _new_keys(secrets)
     answer = _post(hq_url, ENROL_PATH, {"token": token, "public_key": _public_hex(signing),
-                                        "csr": _csr(mqtt_key)}, ca_file, timeout)
-    _store_answer(secrets, answer)
+                                        "csr": _csr(mqtt_key), "need_card_keys": need_card_keys},
+                   ca_file, timeout)
+    _store_answer(secrets, answer, hq_url)
     write_private(secrets / IDENTITY_FILE, json.dumps(
         {"device_id": answer["device_id"], "store": answer["store"]}).encode())
     _commit_pending(secrets)
     log.info("enrolled as %s (%s, store %s)", answer["device_id"], answer["role"],
              answer["store"])
-    return load_enrolment(secrets)
+    done = load_enrolment(secrets)
+    return dataclasses.replace(done, provision={
+        k: answer.get(k) for k in ("store_config", "card_keys", "hq_time_ms")})
 
 
 def roll_keys(hq_url: str, secrets_dir: Path, *, outbox: Outbox | None = None,
@@ -257,7 +272,7 @@ def roll_keys(hq_url: str, secrets_dir: Path, *, outbox: Outbox | None = None,
     }, ca_file or current.ca_file, timeout)
     if answer.get("device_id") != current.device_id:
         raise EnrolmentFailed("HQ answered for another device", "bad_answer")
-    _store_answer(secrets, answer)
+    _store_answer(secrets, answer, current.hq_url or hq_url)
     _commit_pending(secrets)
     log.info("rolled keys of %s", current.device_id)
     return load_enrolment(secrets)

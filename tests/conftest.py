@@ -29,6 +29,10 @@ hypothesis_settings.register_profile("bench", deadline=None, max_examples=5000,
                                      print_blob=True)
 HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev")
 hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
+#: ``make test-fast`` (ONECARD_FAST=1): property tests run a tenth of their examples (at
+#: least 10), so the inner loop stays under a minute; ``make test`` runs them all.
+FAST = os.environ.get("ONECARD_FAST", "") == "1"
+FAST_DIVISOR = 10
 
 # --- Real parts: markers set from what a test uses, and a guard that keeps them honest ---
 #: marker → (fixtures that start the part, words in a test's source that start it).
@@ -48,7 +52,17 @@ PARAM_PARTS = {"postgresql": "postgres", "pcsc": "pcsc"}
 def pytest_report_header(config: pytest.Config) -> str:
     return (f"hypothesis profile: {HYPOTHESIS_PROFILE}"
             + (" (derandomized: the same examples every run)"
-               if HYPOTHESIS_PROFILE == "ci" else ""))
+               if HYPOTHESIS_PROFILE == "ci" else "")
+            + (f"; fast loop: 1/{FAST_DIVISOR} of each property test's examples" if FAST else ""))
+
+
+def _fewer_examples(item: pytest.Function) -> None:
+    """In the fast loop, cut a property test's examples (its own @settings included)."""
+    test = item.obj
+    chosen = getattr(test, "_hypothesis_internal_use_settings", None)
+    if chosen is not None and chosen.max_examples > 10:
+        test._hypothesis_internal_use_settings = hypothesis_settings(
+            chosen, max_examples=max(10, chosen.max_examples // FAST_DIVISOR))
 
 
 def _source(obj: object) -> str:
@@ -78,6 +92,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not isinstance(item, pytest.Function):
             continue
+        if FAST:
+            _fewer_examples(item)
         have = {m.name for m in item.iter_markers()}
         text = _used_source(item)
         fixtures = set(item.fixturenames)

@@ -16,17 +16,19 @@ from sqlalchemy.engine import Engine
 from hq_server.api import problems
 from hq_server.api.dependencies import HqParts
 from hq_server.api.routers import audit, devices, enrolment, health
+from hq_server.devices.card_keys import CardKeyring
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 
 #: The routers, in the order their routes appear in the OpenAPI document.
 ROUTERS = (health.router, enrolment.router, devices.router, audit.router)
 
 
-def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress) -> FastAPI:
+def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress,
+               card_keys: CardKeyring | None = None) -> FastAPI:
     app = FastAPI(title="OneCard HQ", version="1",
                   description="HQ's API for terminals (enrolment) and operators.")
     problems.install(app)
-    app.state.hq = HqParts(engine, authority, broker)
+    app.state.hq = HqParts(engine, authority, broker, card_keys)
     for router in ROUTERS:
         app.include_router(router)
     app.state.instance = secrets.token_hex(4)

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlalchemy.engine import Engine
 
+from hq_server.devices.card_keys import CardKeyring
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 from hq_server.operators.access import Actor, Level, Scope
 from hq_server.operators.accounts import AuthenticationFailed, Operator, authenticate
@@ -29,6 +30,8 @@ class HqParts:
     engine: Engine
     authority: DeviceAuthority
     broker: BrokerAddress
+    #: The chain's card masters handed to terminals (None: HQ holds none).
+    card_keys: CardKeyring | None = None
 
 
 def hq_parts(request: Request) -> HqParts:

@@ -70,6 +70,7 @@ TYPES: dict[str, tuple[str, int]] = {
     "unknown-device": ("Unknown device", 404),
     "revoked": ("Device revoked", 403),
     "bad-signature": ("Signature does not verify", 403),
+    "card-keys-missing": ("HQ holds no card keys to hand to terminals yet", 409),
     # operators, scopes and the common rules of API v1 (hq_server.api.common)
     "forbidden": ("The operator's role does not allow this", 403),
     "bad-cursor": ("The cursor was not made by this API", 400),

@@ -350,6 +350,20 @@ card_spend = Table(
 )
 
 
+# Each store's terminal config as HQ holds it (issue 22): what a new terminal receives
+# at enrolment and what ``hq push-config --store`` sends to every terminal of the store.
+# One row per store; the document is the TerminalConfig JSON with its own version.
+store_configs = Table(
+    "store_configs",
+    metadata,
+    Column("store", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+
 # Written by each HQ process's supervisor (hq_server.process.supervision), read by `hq status`
 # and GET /health from other processes: one row per (process, component), overwritten
 # at every beat. Not ledger data: rows of a retired worker may be deleted.

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -96,6 +97,8 @@ class Enrolment:
     ca_pem: str
     broker: BrokerAddress
     config: dict[str, Any] = field(default_factory=dict)
+    #: What ``enrol``'s ``before_commit`` returned (the role's card keys); not in to_json.
+    card_keys: Any = None
 
     def to_json(self) -> dict[str, Any]:
         return {"device_id": self.device_id, "store": self.store, "role": self.role,
@@ -221,17 +224,22 @@ def first_config(device_id: str, store: str, role: str, broker: BrokerAddress) -
 
 
 def enrol(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress, token: str,
-          public_key_hex: str, csr_pem: str, now_ms: int | None = None) -> Enrolment:
+          public_key_hex: str, csr_pem: str, now_ms: int | None = None,
+          before_commit: Callable[[str, str], Any] | None = None) -> Enrolment:
     """Turn a one-time token, a signing public key and a CSR into a device identity.
 
     Everything happens in one database transaction: a refused or failed enrolment
-    leaves the token unused and registers nothing.
+    leaves the token unused and registers nothing. ``before_commit(store, role)`` runs
+    once the token is known good and before anything is signed; what it returns is kept
+    as ``card_keys`` and an EnrolmentError it raises refuses the enrolment (HQ holds no
+    card keys for a terminal that needs them).
     """
     csr = _check_request(public_key_hex, csr_pem)
     now_ms = system_clock() if now_ms is None else now_ms
     with engine.begin() as conn:
         # Claim first, so a used or expired token is refused before anything is signed.
         store, role = _claim_token(conn, token or "", now_ms)
+        extra = before_commit(store, role) if before_commit is not None else None
         device_id = _mint_device_id(store, role)
         while conn.execute(select(devices.c.device_id)
                            .where(devices.c.device_id == device_id)).first():
@@ -249,9 +257,11 @@ def enrol(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress, tok
             "public_key": public_key_hex.lower()}, now_ms)
     log.info("enrolled %s (%s, store %s), certificate serial %d",
              device_id, role, store, cert.serial_number)
-    return Enrolment(device_id, store, role, cert.public_bytes(Encoding.PEM).decode(),
+    done = Enrolment(device_id, store, role, cert.public_bytes(Encoding.PEM).decode(),
                      authority.ca_pem().decode(), broker,
                      first_config(device_id, store, role, broker))
+    done.card_keys = extra
+    return done
 
 
 # --- roll -------------------------------------------------------------------------------

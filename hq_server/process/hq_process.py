@@ -217,7 +217,8 @@ class ApiPart:
 
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
         self.settings = settings
-        self.app = create_app(engine, settings.authority, settings.broker_address)
+        self.app = create_app(engine, settings.authority, settings.broker_address,
+                              settings.card_keys)
         self.server: ApiServer | None = None
         self.listening = threading.Event()
         self._first_failure: str | None = None

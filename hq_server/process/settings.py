@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hq_server.devices.card_keys import CardKeyring
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 from hq_server.ingest.quarantine import QuarantineLimits
 from hq_server.ingest.record_rules import RulesConfig
@@ -73,6 +74,8 @@ class ApiSettings:
     authority: DeviceAuthority | None
     host: str = "127.0.0.1"
     port: int = 8443
+    #: The chain's card masters, handed to terminals per role (None: HQ holds none).
+    card_keys: CardKeyring | None = None
     #: Seconds :meth:`HqProcess.start` waits for the API to listen before giving up.
     start_timeout_s: float = 20.0
 

@@ -64,6 +64,55 @@ def terminal_enrol(hq_url: str, token: str, secrets_dir: Path, ca_file: Path | N
 group.add_command(terminal_enrol, "enroll")  # the spelling of earlier releases
 
 
+@group.command("join")
+@click.argument("hq_url")
+@click.option("--token", envvar="ONECARD_ENROL_TOKEN", required=True,
+              help="One-time enrolment token (in the line `hq enrolment-token` printed).")
+@click.option("--ca-hash", required=True,
+              help="sha256:<hex> of HQ's CA key; the CA fetched from HQ must match it.")
+@click.option("--secrets", "secrets_dir", type=click.Path(path_type=Path),
+              default="/var/lib/onecard/secrets", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path),
+              default="/var/lib/onecard/data", show_default=True)
+@click.option("--settings", "settings_file", type=click.Path(path_type=Path),
+              default="/etc/onecard/terminal.toml", show_default=True)
+@click.option("--unit-dir", type=click.Path(path_type=Path), default="/etc/systemd/system",
+              show_default=True, help="Where the systemd unit is written.")
+@click.option("--start/--no-start", default=True, show_default=True,
+              help="Enable and start the service (systemctl).")
+@click.option("--pcsc-entry", default=None, help="PC/SC entry reader name or prefix.")
+@click.option("--pcsc-exit", default=None, help="PC/SC exit reader name or prefix.")
+@click.option("--uid-reader", "uid_readers", multiple=True,
+              help="Serial UID reader PORT:KIND (KIND em4100 or qr); repeatable.")
+@click.option("--mock-gpio", is_flag=True, help="gpiozero mock pins (no Raspberry Pi).")
+def terminal_join(hq_url: str, token: str, ca_hash: str, secrets_dir: Path, data_dir: Path,
+                  settings_file: Path, unit_dir: Path, start: bool, pcsc_entry: str | None,
+                  pcsc_exit: str | None, uid_readers: tuple[str, ...], mock_gpio: bool) -> None:
+    """Join HQ in one step: pin HQ's CA, enrol, install the card keys and the store's
+    config HQ hands over, write the settings and the service, start it."""
+    from terminal_fw.enrolment import EnrolmentFailed
+    from terminal_fw.join import join
+
+    try:
+        done = join(hq_url, token, ca_hash, secrets_dir=secrets_dir, data_dir=data_dir,
+                    settings_file=settings_file, unit_dir=unit_dir, start=start,
+                    pcsc_entry=pcsc_entry, pcsc_exit=pcsc_exit,
+                    uid_readers=_uid_readers(uid_readers), mock_gpio=mock_gpio)
+    except EnrolmentFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    e = done.enrolled
+    click.echo(f"{e.device_id} ({e.role}, store {e.store}): card keys installed, config "
+               f"version {done.config_version or 'none yet'}, settings {done.settings_file}, "
+               f"service {done.unit_file}", err=True)
+    if not done.config_version:
+        click.echo("warning: HQ holds no config for this store yet; the terminal refuses "
+                   "taps until `onecard hq push-config --store ...`", err=True)
+    if done.started:
+        click.echo("ready")
+    else:
+        click.echo(f"ready: start it with `onecard terminal run --settings {done.settings_file}`")
+
+
 @group.command("roll-keys")
 @click.option("--hq", "hq_url", required=True)
 @click.option("--secrets", "secrets_dir", type=click.Path(path_type=Path), required=True)

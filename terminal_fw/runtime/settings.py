@@ -104,16 +104,23 @@ def load_chain_keys(secrets_dir: Path) -> ChainKeys:
                          bytes.fromhex(write) if write else None,
                          bytes.fromhex(data["mac_master"]))
     except FileNotFoundError:
-        raise RuntimeError(f"{path} is missing: install the chain's card keys "
-                           "(docs/deploy-terminal.md)") from None
+        raise RuntimeError(f"{path} is missing: HQ hands the card keys over when the "
+                           "terminal joins (`onecard terminal join`, docs/deploy-terminal.md); "
+                           "HQ must hold them first (`onecard hq card-keys init`)") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise RuntimeError(f"{path} is not a valid chain key file: {exc}") from None
 
 
 def write_chain_keys(secrets_dir: Path, keys: ChainKeys) -> None:
+    """Install the card keys atomically (a power cut during a rotation leaves the old or
+    the new file, never a torn one)."""
     path = Path(secrets_dir) / CHAIN_KEYS_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"chain_id": keys.chain_id, "read_master": keys.read_master.hex(),
                    "write_master": keys.write_master.hex() if keys.write_master else None,
                    "mac_master": keys.mac_master.hex()}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

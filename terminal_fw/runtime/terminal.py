@@ -38,6 +38,7 @@ from terminal_fw.runtime.readers import ReaderLoops
 from terminal_fw.runtime.settings import ROLES, RuntimeSettings, load_chain_keys, software_version
 from terminal_fw.sessions import CardSession, CardSessions
 from terminal_fw.tap import IntentJournal, Status, TapResult, TapRunner
+from terminal_fw.trusted_clock import ClockWentBack, TrustedClock
 from terminal_fw.uid_auth import UidAuthoriser, credential_card_id
 from terminal_fw.uplink import Uplink
 
@@ -50,13 +51,17 @@ class Runtime:
     def __init__(self, settings: RuntimeSettings, *, clock: Callable[[], float] = time.time,
                  pin_factory: Any = None) -> None:
         self.settings = settings
-        self.clock = clock
         self.identity, self.role_name, host, port, tls = self._who_am_i(settings)
         if self.role_name not in ROLES:
             raise RuntimeError(f"unknown role {self.role_name!r} (one of {', '.join(ROLES)})")
         self.keys = load_chain_keys(settings.secrets_dir)
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True)
+        # Everything the terminal stamps runs on HQ's time once learnt, and never earlier
+        # than a time already used (terminal_fw.trusted_clock; the guard refuses taps).
+        self.trusted_clock = TrustedClock(data, system=clock)
+        clock = self.trusted_clock.now
+        self.clock = clock
         self.outbox = Outbox(data / "terminal.db")
         self.store = LocalStore(data / "runtime.db", max_pages=settings.store_max_pages)
         self.config = ConfigSync(self.store, clock=clock)
@@ -161,6 +166,14 @@ class Runtime:
         t.start()
         self._threads.append(t)
 
+    def apply_check_in(self, answer: dict[str, Any]) -> None:
+        """HQ's check-in answer (terminal_fw.join.check_in): its time, the store's config
+        if newer. Card keys were written before this runtime loaded them."""
+        if answer.get("hq_time_ms"):
+            self.trusted_clock.set_from_hq(int(answer["hq_time_ms"]))
+        if answer.get("store_config"):
+            self.config.offer(answer["store_config"])
+
     # --- what roles may ask (terminal_fw.roles.host.TerminalHost) ---------------------------
 
     def current_config(self) -> TerminalConfig:
@@ -182,6 +195,10 @@ class Runtime:
         """Why the terminal must not take value right now, or None."""
         if self.maintenance:
             return "terminal in maintenance"
+        try:
+            self.trusted_clock.check()
+        except ClockWentBack as exc:
+            return str(exc)
         free = disk_free_bytes(Path(self.settings.data_dir))
         if free < self.settings.reserve_bytes:
             self._alarm(f"disk nearly full: {free} bytes free")

@@ -127,6 +127,7 @@ def test_openapi_declares_problems_on_every_route(client):
                 assert list(content) == [MEDIA_TYPE], (path, method, status)
 
 
+@pytest.mark.slow  # schemathesis over every operation (about 30 s)
 def test_schemathesis_finds_no_mismatch(app):
     """schemathesis generates requests from the OpenAPI (valid and invalid) for every
     operation; every answer must be documented, of the declared media type and match

@@ -91,6 +91,7 @@ def test_a_component_that_must_not_restart_fails_at_its_first_death():
     sup.join()
 
 
+@pytest.mark.slow  # waits out the supervisor's restart budget (about 10 s)
 def test_a_thread_returning_while_hq_runs_counts_as_a_death():
     sup = Supervisor("hq-test-4", max_restarts=0, backoff_s=0.0)
     sup.add(Component("ingest-side", lambda: None))

@@ -251,7 +251,9 @@ def test_the_shipped_settings_file_and_the_documented_config_parse():
     monday_10am = (20773 * 86400 + 2 * 3600) * 1000  # 2026-11-16 10:00 in Beijing
     assert config.is_open(monday_10am)
     assert not config.is_open(monday_10am - 5 * 3600_000)  # 05:00, before opening
-    assert not config.is_open(monday_10am + 2 * 86_400_000)  # Wednesday: not listed
+    # every weekday is open in the example (it closed the gate on most weekdays before)
+    assert config.is_open(monday_10am + 2 * 86_400_000)  # Wednesday 10:00
+    assert not config.is_open(monday_10am + 2 * 86_400_000 - 5 * 3600_000)  # Wed 05:00
 
 
 def test_anti_passback_holds_across_the_gates_of_a_group_and_exits_record_nothing(tmp_path):

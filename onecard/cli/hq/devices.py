@@ -58,17 +58,70 @@ def hq_list_devices(db: str) -> None:
               show_default=True, help="How long the token stays good (at most a year).")
 @click.option("--operator", "created_by", default=operator_name,
               help="Recorded as the token's creator.")
-def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created_by: str) -> None:
-    """Create a one-time enrolment token and print it (it is shown only this once)."""
+@click.option("--site", "site_root", type=click.Path(path_type=Path), default=None,
+              help="The site folder (env ONECARD_SITE): print the whole join line, with "
+                   "HQ's CA pinned by its hash, instead of the bare token.")
+@click.option("--hq-url", default=None,
+              help="HQ's API as the terminal reaches it (default: https://<the site's "
+                   "first hostname>:8443).")
+@click.option("--qr/--no-qr", default=True, show_default=True,
+              help="Also draw the join line as a QR code (on stderr).")
+def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created_by: str,
+                       site_root: Path | None, hq_url: str | None, qr: bool) -> None:
+    """Create a one-time enrolment token; print the line to run on the terminal.
+
+    With --site (or ONECARD_SITE) the output is the one command a technician runs on the
+    new terminal; without it, the bare token (shown only this once).
+    """
+    import os
+
     from hq_server.db.engine import open_engine
     from hq_server.devices.enrolment import EnrolmentError, create_token
 
+    site_root = site_root or (Path(os.environ["ONECARD_SITE"])
+                              if os.environ.get("ONECARD_SITE") else None)
     try:
         issued = create_token(open_engine(db), store, role, created_by,
                               dt.timedelta(hours=ttl_hours))
     except EnrolmentError as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(issued.token)
+    if site_root is None:
+        click.echo(issued.token)
+        return
+    from onecard.site import join_line
+
+    try:
+        line = join_line(site_root, issued.token, hq_url)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{site_root} is not a site folder ({exc})") from None
+    if qr:
+        import segno
+
+        click.echo(segno.make(line, error="m").terminal(compact=True) or "", err=True)
+    click.echo(line)
+
+
+@click.group("card-keys")
+def hq_card_keys() -> None:
+    """The chain's card master keys (卡密钥), held by HQ and handed to terminals."""
+
+
+@hq_card_keys.command("init")
+@site_option
+@click.option("--chain-id", type=click.IntRange(1, 2**32 - 1), required=True,
+              help="The chain's number, written into every card key's derivation.")
+def hq_card_keys_init(site_root: Path, chain_id: int) -> None:
+    """Make the chain's card masters in the site folder (once; never replaced)."""
+    from hq_server.devices.card_keys import init_card_keys
+    from onecard.site import card_keys_file
+
+    path = card_keys_file(site_root)
+    try:
+        init_card_keys(path, chain_id)
+    except (FileExistsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"card keys of chain {chain_id} in {path} (mode 0600); terminals receive "
+               "them when they join")
 
 
 @click.command("revoke-device")
@@ -130,35 +183,43 @@ def _read_document(document) -> dict:
 
 @click.command("push-config")
 @site_option
-@click.option("--device", "device_id", required=True, help="The terminal's device id.")
+@db_option
+@click.option("--device", "device_id", default=None, help="One terminal's device id.")
+@click.option("--store", default=None,
+              help="A store: HQ keeps DOCUMENT as the store's config (new terminals get it "
+                   "at enrolment) and sends it to every terminal of the store.")
 @click.option("--broker-host", default="127.0.0.1", show_default=True)
 @click.option("--wait", type=BoundedFloat(0, 3600), default=15.0, show_default=True,
               help="Seconds to wait for the terminal's report (0: do not wait).")
 @click.argument("document", type=click.File("rb"))
-def hq_push_config(site_root: Path, device_id: str, broker_host: str, wait: float,
-                   document) -> None:
-    """Make DOCUMENT (JSON) the terminal's desired config; print what it reports."""
-    from protocol.terminal_config import ConfigError
+def hq_push_config(site_root: Path, db: str, device_id: str | None, store: str | None,
+                   broker_host: str, wait: float, document) -> None:
+    """Make DOCUMENT (JSON) the desired config of a terminal or a store; print one JSON
+    line per terminal: its device id, the version sent and the version it runs."""
+    from hq_server.fleet.config_push import PushRefused, push_config
 
+    if (device_id is None) == (store is None):
+        raise click.UsageError("give --device or --store (one of them)")
     doc = _read_document(document)
+    engine = None
+    if store is not None:
+        from hq_server.db.engine import open_engine
+
+        engine = open_engine(db)
     fleet = _fleet_client(site_root, broker_host)
     try:
-        try:
-            version = fleet.publish_config(device_id, doc)
-        except ConfigError as exc:
-            raise click.ClickException(f"config refused before sending: {exc}") from None
-        if not wait:
-            return
-        report = fleet.wait_for_report(device_id, version, wait)
-        if report is None:
-            click.echo(f"version {version} published; {device_id} has not reported it yet "
-                       "(offline terminals take it when they connect)", err=True)
-            return
-        click.echo(report.to_json().decode())
-        if report.version < version:
-            raise click.ClickException(f"{device_id} refused version {version}: {report.error}")
+        outcomes = push_config(fleet, doc, device_id=device_id, store=store, engine=engine,
+                               actor=operator_name(), wait_s=wait)
+    except PushRefused as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         fleet.stop()
+    for outcome in outcomes:
+        click.echo(json.dumps(outcome.to_json()))
+    failed = [o for o in outcomes if o.refused]
+    if failed:
+        raise click.ClickException("; ".join(f"{o.device_id} refused version {o.version}: "
+                                             f"{o.error}" for o in failed))
 
 
 def _command_args(items: tuple[str, ...]) -> dict:
@@ -203,4 +264,4 @@ def hq_command(site_root: Path, device_id: str, broker_host: str, args: tuple[st
 
 
 COMMANDS = [hq_add_device, hq_list_devices, hq_enrolment_token, hq_revoke_device, hq_fleet,
-            hq_push_config, hq_command]
+            hq_push_config, hq_command, hq_card_keys]
