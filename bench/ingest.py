@@ -194,15 +194,17 @@ def publish_all(port: int, passwords: dict[str, str], wires: dict[str, list[byte
 
 
 def worker(url: str, port: int, hq_password: str, index: int, ready: mp.Event,
-           stop: mp.Event, verify_threads: int) -> None:
+           stop: mp.Event, verify_threads: int, archive_dir: str | None = None) -> None:
     from broker_config.render import HQ_USER
+    from hq_server.backup.archive import AckArchive
     from hq_server.db.engine import open_engine
     from hq_server.ingest.worker import IngestWorker
 
     w = IngestWorker(open_engine(url), host="127.0.0.1", port=port, username=HQ_USER,
                      password=hq_password, client_id=f"hq-bench-{index}-{uuid.uuid4().hex[:6]}",
                      reconcile_every=None, rerequest_every=None, presence=False, denylist_every=None,
-                     verify_threads=verify_threads)
+                     verify_threads=verify_threads,
+                     archive=AckArchive(archive_dir) if archive_dir else None)
     w.start()
     w.subscribed.wait(30)
     ready.set()
@@ -285,7 +287,7 @@ def fresh_database(store: str, workdir: Path) -> tuple[str, callable]:
 
 
 def end_to_end(store: str, workers: int, public: dict[str, str], wires: dict[str, list[bytes]],
-               workdir: Path, verify_threads: int) -> dict:
+               workdir: Path, verify_threads: int, archive: bool = False) -> dict:
     from hq_server.chain.stores import create_store
     from hq_server.db.engine import open_engine
     from hq_server.devices.registry import add_device
@@ -305,8 +307,9 @@ def end_to_end(store: str, workers: int, public: dict[str, str], wires: dict[str
     try:
         for i in range(workers):
             ready = ctx.Event()
+            folder = str(workdir / f"archive-{uuid.uuid4().hex[:8]}") if archive else None
             p = ctx.Process(target=worker, args=(url, broker.port, hq_password, i, ready, stop,
-                                                 verify_threads))
+                                                 verify_threads, folder))
             p.start()
             procs.append(p)
             readies.append(ready)
@@ -375,6 +378,9 @@ def main() -> None:
                     help="records from one device for the backlog drain (0: skip)")
     ap.add_argument("--verify-threads", type=int, default=1,
                     help="signature threads per worker (Ed25519 releases the GIL)")
+    ap.add_argument("--archive", choices=["off", "on", "both"], default="off",
+                    help="the archive of acknowledged records (fsync per batch): both "
+                         "measures each configuration without and with it")
     args = ap.parse_args()
     stores = args.store or (["sqlite", "postgresql"] if postgres_up() else ["sqlite"])
     worker_counts = args.workers or [1, 2]
@@ -400,7 +406,8 @@ def main() -> None:
             log(f"pgbench TPC-B: {tps:,.0f} tps")
         for k in worker_counts:
             load = os.getloadavg()[0]
-            r = end_to_end(store, k, public, wires, workdir, args.verify_threads)
+            r = end_to_end(store, k, public, wires, workdir, args.verify_threads,
+                           archive=args.archive == "on")
             line = {"store": store, "workers": k, "records": r["records"],
                     "records_per_s": r["records_per_s"],
                     "baseline_pubsub_per_s": round(pubsub, 1),
@@ -413,6 +420,13 @@ def main() -> None:
             if tps is not None:
                 line["pgbench_tps"] = round(tps, 1)
                 line["ratio_to_pgbench_tps"] = round(r["records_per_s"] / tps, 3)
+            line["archive"] = args.archive == "on"
+            if args.archive == "both":
+                a = end_to_end(store, k, public, wires, workdir, args.verify_threads,
+                               archive=True)
+                line.update({"archive_records_per_s": a["records_per_s"],
+                             "archive_all_ledgered": a["all_ledgered"],
+                             "archive_ratio": round(a["records_per_s"] / r["records_per_s"], 3)})
             if backlog is not None and k == max(worker_counts):
                 b = end_to_end(store, k, *backlog, workdir, args.verify_threads)
                 line.update({"backlog_records": b["records"], "backlog_drain_s": b["seconds"],

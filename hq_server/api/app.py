@@ -15,13 +15,13 @@ from sqlalchemy.engine import Engine
 
 from hq_server.api import problems
 from hq_server.api.dependencies import HqParts
-from hq_server.api.routers import cards, chain, devices, enrolment, health, reports
+from hq_server.api.routers import audit, cards, chain, devices, enrolment, health, reports
 from hq_server.devices.card_keys import CardKeyring
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 
 #: The routers, in the order their routes appear in the OpenAPI document.
 ROUTERS = (health.router, enrolment.router, devices.router, chain.router, cards.router,
-           reports.router)
+           reports.router, audit.router)
 
 
 def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress,

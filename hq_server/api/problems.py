@@ -36,11 +36,13 @@ from hq_server.api.common import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
 )
+from hq_server.audit.query import BadAuditFilter
 from hq_server.cards.errors import CardError, CardNotFound
 from hq_server.chain.errors import ChainError, ChainNotFound
 from hq_server.devices.enrolment import EnrolmentError
 from hq_server.operators.access import Forbidden, NotVisible
 from hq_server.operators.accounts import AuthenticationFailed
+from hq_server.recycle.bin import CannotRestore, NotInBin, RetentionNotOver
 from hq_server.reports.income import ReportError
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,10 @@ TYPES: dict[str, tuple[str, int]] = {
     "idempotency-in-progress": ("The first request with this Idempotency-Key still runs", 409),
     "edit-conflict": ("Changed by someone else since the version you edited", 409),
     "invalid-input": ("A field of the request cannot be accepted", 422),
+    # the audit log and the recycle bin (hq_server.audit, hq_server.recycle)
+    "bad-filter": ("The filter cannot be applied", 422),
+    "retention-not-over": ("The retention period of the recycle bin is not over", 409),
+    "cannot-restore": ("The deleted thing cannot be restored", 409),
 }
 
 #: Statuses every route may answer with a problem.
@@ -209,6 +215,11 @@ def _edit_conflict(request: Request, exc: EditConflict) -> JSONResponse:
                    extra={"current": exc.current, "changed": exc.changed})
 
 
+def _as(code: str) -> Callable[[Request, Exception], JSONResponse]:
+    """A handler answering an error with problem ``code`` and the error's words."""
+    return lambda request, exc: problem(code, str(exc), request.url.path)
+
+
 #: The domain errors a route may raise, and the problem each becomes: the one place
 #: where HQ's refusals turn into HTTP.
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
@@ -225,6 +236,10 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     CardNotFound: _not_visible,
     CardError: _invalid,
     ReportError: _invalid,
+    BadAuditFilter: _as("bad-filter"),
+    NotInBin: _not_visible,  # like out of scope: the same answer as an unknown id
+    RetentionNotOver: _as("retention-not-over"),
+    CannotRestore: _as("cannot-restore"),
 }
 
 

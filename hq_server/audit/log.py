@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from hq_server.operators.access import Actor
+from hq_server.operators.access import Actor, Place
 
 GENESIS = "0" * 64
 
@@ -39,6 +39,8 @@ class AuditEntry:
     after: dict[str, Any] | None
     prev_hash: str
     hash: str
+    #: The store of the action's target (None: chain-level), see :func:`record_action`.
+    store: str | None = None
 
 
 def _canonical(value: Any) -> str:
@@ -47,17 +49,29 @@ def _canonical(value: Any) -> str:
 
 
 def entry_hash(prev_hash: str, seq: int, at_ms: int, operator: str, role: str, origin: str,
-               action: str, target_kind: str, target_id: str, before: Any, after: Any) -> str:
-    """The hash of one row: its content and the previous row's hash."""
-    body = _canonical([prev_hash, seq, at_ms, operator, role, origin, action, target_kind,
-                       target_id, before, after])
+               action: str, target_kind: str, target_id: str, before: Any, after: Any,
+               store: str | None = None) -> str:
+    """The hash of one row: its content and the previous row's hash.
+
+    ``store`` is hashed only when set, so rows written before rows knew their store
+    (migration 0011) keep their hash.
+    """
+    content = [prev_hash, seq, at_ms, operator, role, origin, action, target_kind,
+               target_id, before, after]
+    if store is not None:
+        content.append({"store": store})
+    body = _canonical(content)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
 def record_action(conn: Connection, actor: Actor, action: str, target_kind: str,
                   target_id: str, before: dict[str, Any] | None, after: dict[str, Any] | None,
-                  now_ms: int) -> AuditEntry:
+                  now_ms: int, place: Place | None = None) -> AuditEntry:
     """Append one action to the audit log, inside the caller's transaction.
+
+    ``place`` is where the target lives (its store): store and region managers read
+    the actions on their stores' things (``/v1/audit``), and only chain-scoped readers
+    see rows without a store. Pass it for everything that belongs to a store.
 
     ``action`` is a dotted verb (``member.create``, ``member.update``, ``store.create``,
     ``operator.lock``, ...); ``before``/``after`` are the target's fields as the caller
@@ -73,14 +87,15 @@ def record_action(conn: Connection, actor: Actor, action: str, target_kind: str,
         head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
                             .where(audit_head.c.id == 1).with_for_update()).one()
     seq, prev = int(head[0]) + 1, str(head[1])
+    store = place.store if place is not None else None
     digest = entry_hash(prev, seq, now_ms, actor.operator, actor.role, actor.origin, action,
-                        target_kind, target_id, before, after)
+                        target_kind, target_id, before, after, store)
     conn.execute(insert(audit_log).values(
         seq=seq, at_ms=now_ms, operator=actor.operator, role=actor.role,
         origin=actor.origin, action=action, target_kind=target_kind, target_id=target_id,
         before_json=None if before is None else _canonical(before),
         after_json=None if after is None else _canonical(after),
-        prev_hash=prev, hash=digest))
+        prev_hash=prev, hash=digest, store=store))
     conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     return AuditEntry(seq, now_ms, actor.operator, actor.role, actor.origin, action,
-                      target_kind, target_id, before, after, prev, digest)
+                      target_kind, target_id, before, after, prev, digest, store)

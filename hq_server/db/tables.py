@@ -428,8 +428,13 @@ audit_log = Table(
     Column("after_json", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # The store the action's target belongs to (None: chain-level); scopes the log's
+    # readers and is part of the row's hash (migration 0011).
+    Column("store", String(64), nullable=True),
 )
 Index("audit_log_target", audit_log.c.target_kind, audit_log.c.target_id)
+Index("audit_log_store", audit_log.c.store, audit_log.c.seq)
+Index("audit_log_operator", audit_log.c.operator, audit_log.c.seq)
 
 # The head of the audit chain: one row, locked by each append so the chain never forks.
 audit_head = Table(
@@ -509,3 +514,23 @@ card_history = Table(
     Column("detail", Text, nullable=False, server_default="{}"),
 )
 Index("card_history_card", card_history.c.card_id, card_history.c.id)
+# The recycle bin (数据回收站): deleted members, products, operators, ... waiting to be
+# restored or, after the retention period, purged by an administrator (hq_server/recycle).
+recycle_bin = Table(
+    "recycle_bin",
+    metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("target_id", String(128), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("store", String(64), nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("state", String(16), nullable=False),  # in_bin / restored / purged
+    Column("deleted_at_ms", BigInteger, nullable=False),
+    Column("deleted_by", String(64), nullable=False),
+    Column("closed_at_ms", BigInteger, nullable=True),
+    Column("closed_by", String(64), nullable=True),
+    Column("snapshot_json", Text, nullable=True),
+)
+Index("recycle_bin_target", recycle_bin.c.kind, recycle_bin.c.target_id, recycle_bin.c.state)
+Index("recycle_bin_state", recycle_bin.c.state, recycle_bin.c.entry_id)

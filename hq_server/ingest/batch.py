@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from hq_server.backup.archive import AckArchive
 from hq_server.cards.registry import apply_ingested
 from hq_server.catalogue.versions import CatalogueHistory
 from hq_server.clock import Clock, system_clock
@@ -71,6 +72,9 @@ class BatchResult:
     #: Cards whose records were posted: reconciliation has new evidence for them.
     cards: set[str] = field(default_factory=set)
     retries: int = 0
+    #: Wire bytes of the batch's records HQ now holds (stored, or duplicates of stored
+    #: ones): what the archive of acknowledged records keeps (hq_server.backup.archive).
+    held: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,12 @@ class Ingest:
 
     def __init__(self, engine: Engine, *, verify_threads: int = 1,
                  quarantine_limits: QuarantineLimits | None = None,
-                 rules: RulesConfig | None = None, clock: Clock = system_clock) -> None:
+                 rules: RulesConfig | None = None, clock: Clock = system_clock,
+                 archive: AckArchive | None = None) -> None:
         self.engine = engine
+        #: When set, every committed batch's held records are appended (fsync'd) here
+        #: before :meth:`commit` returns, i.e. before any of its acks can be published.
+        self.archive = archive
         self.quarantine_limits = quarantine_limits or QuarantineLimits()
         self.rules = rules or RulesConfig()
         self.clock = clock
@@ -145,6 +153,8 @@ class Ingest:
                 self._known_accounts |= committed.created_accounts
                 self._quarantined.remember(committed.quarantined)
                 result.retries = attempt - 1
+                if self.archive is not None:
+                    self.archive.append(result.held)  # durable before any ack leaves
                 return result
             except DBAPIError as exc:
                 if attempt == MAX_ATTEMPTS:
@@ -203,6 +213,9 @@ class Ingest:
         batch.rejected[:0] = prepared.rejected
         insert_records(conn, batch, now)
         result.duplicates = batch.duplicates
+        conflicting = {r.payload for r in batch.rejected
+                       if r.error.reason == Reason.CONFLICTING_DUPLICATE}
+        result.held = [s.wire for s in prepared.verified if s.wire not in conflicting]
 
         to_post = batch.to_post
         if to_post:
@@ -242,9 +255,10 @@ class Ingest:
 
 
 def ingest_all(engine: Engine, messages: Iterable[tuple[str, bytes]], batch: int = 500,
-               on_batch: Callable[[BatchResult], None] | None = None) -> BatchResult:
+               on_batch: Callable[[BatchResult], None] | None = None,
+               archive: AckArchive | None = None) -> BatchResult:
     """Feed messages through :class:`Ingest` in batches (tests, tools); totals returned."""
-    ingest = Ingest(engine)
+    ingest = Ingest(engine, archive=archive)
     totals = BatchResult()
     pending = list(messages)
     for part in chunks(pending, batch):

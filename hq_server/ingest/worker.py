@@ -30,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
+from hq_server.backup.archive import AckArchive, ArchiveFailed
 from hq_server.clock import Clock, system_clock
 from hq_server.devices.denylist import denylist_delta, denylist_snapshot
 from hq_server.devices.presence import UnknownDevice, record_presence
@@ -61,11 +62,13 @@ class IngestWorker:
                  rerequest_every: float | None = 10.0, presence: bool = True,
                  denylist_every: float | None = 1.0, rules: RulesConfig | None = None,
                  quarantine_limits: QuarantineLimits | None = None,
-                 clock: Clock = system_clock) -> None:
+                 clock: Clock = system_clock, archive: AckArchive | None = None) -> None:
         self.engine = engine
         self.clock = clock
+        # With an archive, a batch's records are fsync'd there before its acks go out.
         self.ingest = Ingest(engine, verify_threads=verify_threads, rules=rules,
-                             quarantine_limits=quarantine_limits, clock=clock)
+                             quarantine_limits=quarantine_limits, clock=clock,
+                             archive=archive)
         self.reconcile_every = reconcile_every
         self.reconcile_config = reconcile_config or ReconcileConfig()
         self.rerequest_every = rerequest_every
@@ -229,6 +232,8 @@ class IngestWorker:
                 continue
             try:
                 results = [self.ingest.commit(prepared)]
+            except ArchiveFailed:
+                raise  # committed but not archived: acknowledge nothing (a crash loop)
             except Exception:
                 # Nothing of the batch is committed and nothing is acked. Try its records
                 # one by one, so one that cannot be stored (a bug, a full disk) does not
@@ -252,6 +257,8 @@ class IngestWorker:
         for single in singles:
             try:
                 results.append(self.ingest.commit(single))
+            except ArchiveFailed:
+                raise
             except Exception:
                 what = single.verified[0].record if single.verified else None
                 log.exception("record %s#%s cannot be stored; its device will resend it",

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Engine
 
 from hq_server.api.app import create_app
 from hq_server.api.server import ApiServer
+from hq_server.backup.archive import AckArchive
+from hq_server.backup.schedule import ScheduledBackups
 from hq_server.db.engine import open_engine
 from hq_server.devices.denylist import denylist_snapshot
 from hq_server.devices.uid_credentials import authoriser
@@ -72,7 +74,8 @@ class HqProcess:
                               client_id=s.client_id, verify_threads=s.verify_threads,
                               reconcile_every=s.reconcile_every, reconcile_config=s.reconcile,
                               rerequest_every=s.rerequest_every, rules=s.rules,
-                              quarantine_limits=s.quarantine)
+                              quarantine_limits=s.quarantine,
+                              archive=AckArchive(s.archive_dir) if s.archive_dir else None)
         if broker.tls is not None:
             worker.client.tls_set_context(broker.tls)
         return worker
@@ -133,6 +136,8 @@ class HqProcess:
         if s.api is not None:
             self.api = ApiPart(self.engine, s.api)
             self.supervisor.add(self.api.component())
+        if s.backups is not None:
+            self.supervisor.add(ScheduledBackups(self.engine, s.backups).component())
         self.supervisor.start()
         if self.fleet is not None:
             self._fleet_connecting = threading.Thread(target=self._connect_fleet,

@@ -20,12 +20,16 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hq_server.devices.card_keys import CardKeyring
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 from hq_server.ingest.quarantine import QuarantineLimits
 from hq_server.ingest.record_rules import RulesConfig
 from hq_server.reconciliation.rules import ReconcileConfig
+
+if TYPE_CHECKING:
+    from hq_server.backup.schedule import BackupSchedule
 
 #: HQ's identity on a password broker (development, tests, the demo).
 HQ_BROKER_USER = "hq@onecard"
@@ -116,6 +120,11 @@ class HqSettings:
     #: seconds stops the process (a crash loop: systemd starts it afresh).
     max_restarts: int = 5
     restart_window_s: float = 60.0
+    #: The archive of acknowledged records (hq_server.backup.archive): every batch's
+    #: records are fsync'd there before its acks leave. None: no archive.
+    archive_dir: Path | None = None
+    #: Backups on a schedule (备份), a supervised part of this process. None: none here.
+    backups: BackupSchedule | None = None
 
     def __post_init__(self) -> None:
         if not (self.ingest or self.fleet or self.api):

@@ -9,6 +9,8 @@
 * :mod:`.operators` — ``create-admin``
 * :mod:`.chain` — ``region`` (大区) and ``store`` (单店)
 * :mod:`.reports` — ``report income`` (门店营收)
+* :mod:`.audit` — ``verify-audit``, ``audit``, ``recycle-bin``, ``backup``, ``restore``,
+  ``replay-archive``
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import click
 
 from onecard.cli.hq import (
+    audit,
     cards,
     catalogue,
     chain,
@@ -34,6 +37,6 @@ def group() -> None:
     catalogue and operators."""
 
 
-for _module in (process, ledger, cards, devices, catalogue, operators, chain, reports):
+for _module in (process, ledger, cards, devices, catalogue, operators, chain, reports, audit):
     for _command in _module.COMMANDS:
         group.add_command(_command)

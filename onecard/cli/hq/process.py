@@ -14,11 +14,37 @@ from pathlib import Path
 
 import click
 
-from onecard.cli.options import PORT, db_option, site_option
+from onecard.cli.options import PORT, BoundedFloat, db_option, site_option
 
 no_fleet_option = click.option(
     "--no-fleet", is_flag=True,
     help="Do not answer UID authorisation and clock requests here (another HQ process does).")
+
+
+def backup_options(command):
+    """``--archive``, ``--backup-dir``, ``--backup-every``, ``--backup-keep`` (docs/audit-and-backup.md)."""
+    for option in reversed([
+        click.option("--archive", "archive_dir", type=click.Path(path_type=Path),
+                     default=None, help="Folder of the archive of acknowledged records "
+                     "(fsync'd before each ack; replayed after a restore)."),
+        click.option("--backup-dir", type=click.Path(path_type=Path), default=None,
+                     help="Take backups (备份) into this folder on a schedule."),
+        click.option("--backup-every", type=BoundedFloat(0.01, 744), default=24.0,
+                     show_default=True, help="Hours between backups."),
+        click.option("--backup-keep", type=click.IntRange(1, 10_000), default=14,
+                     show_default=True, help="How many backups are kept."),
+    ]):
+        command = option(command)
+    return command
+
+
+def backup_settings(archive_dir: Path | None, backup_dir: Path | None, backup_every: float,
+                    backup_keep: int) -> dict:
+    from hq_server.backup.schedule import BackupSchedule
+
+    return {"archive_dir": archive_dir,
+            "backups": BackupSchedule(backup_dir, backup_every, backup_keep)
+            if backup_dir else None}
 
 
 def run_until_stopped(settings) -> None:
@@ -52,8 +78,11 @@ def run_until_stopped(settings) -> None:
 @click.option("--auto-denylist-clones", is_flag=True,
               help="Denylist a card as soon as reconciliation sees it cloned.")
 @no_fleet_option
+@backup_options
 def hq_run(db: str, broker_host: str, broker_port: int, username: str, password: str,
-           client_id: str, auto_denylist_clones: bool, no_fleet: bool) -> None:
+           client_id: str, auto_denylist_clones: bool, no_fleet: bool,
+           archive_dir: Path | None, backup_dir: Path | None, backup_every: float,
+           backup_keep: int) -> None:
     """Run HQ ingest: verify device records, post them, acknowledge them; and (unless
     --no-fleet) answer terminals' UID authorisation requests and clock samples."""
     from hq_server.process.settings import BrokerLink, HqSettings
@@ -61,7 +90,9 @@ def hq_run(db: str, broker_host: str, broker_port: int, username: str, password:
 
     settings = HqSettings(db, BrokerLink(broker_host, broker_port, username, password),
                           client_id=client_id, fleet=not no_fleet,
-                          reconcile=ReconcileConfig(auto_denylist_clones))
+                          reconcile=ReconcileConfig(auto_denylist_clones),
+                          **backup_settings(archive_dir, backup_dir, backup_every,
+                                            backup_keep))
     click.echo(f"HQ ingest on {broker_host}:{broker_port}, ledger {db}", err=True)
     run_until_stopped(settings)
 
@@ -74,15 +105,19 @@ def hq_run(db: str, broker_host: str, broker_port: int, username: str, password:
 @click.option("--client-id", default="hq-ingest-1", show_default=True,
               help="One per worker: workers share the load on a shared subscription.")
 @no_fleet_option
+@backup_options
 def hq_ingest(db: str, site_root: Path, broker_host: str, client_id: str,
-              no_fleet: bool) -> None:
+              no_fleet: bool, archive_dir: Path | None, backup_dir: Path | None,
+              backup_every: float, backup_keep: int) -> None:
     """Run HQ ingest against the production broker (mutual TLS, identity hq@onecard);
     and (unless --no-fleet) answer terminals' UID authorisation and clock samples."""
     from hq_server.process.settings import HqSettings
     from onecard.site import broker_link
 
     link = broker_link(site_root, broker_host)
-    settings = HqSettings(db, link, client_id=client_id, fleet=not no_fleet)
+    settings = HqSettings(db, link, client_id=client_id, fleet=not no_fleet,
+                          **backup_settings(archive_dir, backup_dir, backup_every,
+                                            backup_keep))
     click.echo(f"HQ ingest on {broker_host}:{link.port} (mutual TLS)", err=True)
     run_until_stopped(settings)
 
