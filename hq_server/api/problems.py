@@ -38,7 +38,12 @@ from hq_server.api.common import (
 )
 from hq_server.devices.enrolment import EnrolmentError
 from hq_server.operators.access import Forbidden, NotVisible
-from hq_server.operators.accounts import AuthenticationFailed
+from hq_server.operators.errors import (
+    AuthenticationFailed,
+    CsrfRejected,
+    OperatorError,
+    SignInThrottled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +79,14 @@ TYPES: dict[str, tuple[str, int]] = {
     "idempotency-key-reused": ("The Idempotency-Key was used for another request", 422),
     "idempotency-in-progress": ("The first request with this Idempotency-Key still runs", 409),
     "edit-conflict": ("Changed by someone else since the version you edited", 409),
+    # signing in and managing operators (hq_server/operators)
+    "sign-in-throttled": ("Too many failed sign-ins", 429),
+    "csrf-rejected": ("The request lacks the session's CSRF token", 403),
+    "operator-refused": ("The operator, token or staff card was refused", 422),
 }
 
 #: Statuses every route may answer with a problem.
-ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 500)
+ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 429, 500)
 
 
 class ProblemError(BaseModel):
@@ -158,7 +167,7 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 def _not_authenticated(detail: str, instance: str) -> JSONResponse:
     return problem("not-authenticated", detail, instance,
-                   headers={"WWW-Authenticate": 'Basic realm="OneCard HQ"'})
+                   headers={"WWW-Authenticate": 'Basic realm="OneCard HQ", Bearer'})
 
 
 def _enrolment_refused(request: Request, exc: EnrolmentError) -> JSONResponse:
@@ -199,6 +208,19 @@ def _edit_conflict(request: Request, exc: EditConflict) -> JSONResponse:
                    extra={"current": exc.current, "changed": exc.changed})
 
 
+def _throttled(request: Request, exc: SignInThrottled) -> JSONResponse:
+    return problem("sign-in-throttled", str(exc), request.url.path,
+                   headers={"Retry-After": str(exc.retry_after_s)})
+
+
+def _csrf(request: Request, exc: CsrfRejected) -> JSONResponse:
+    return problem("csrf-rejected", str(exc), request.url.path)
+
+
+def _operator_refused(request: Request, exc: OperatorError) -> JSONResponse:
+    return problem("operator-refused", str(exc), request.url.path)
+
+
 #: The domain errors a route may raise, and the problem each becomes: the one place
 #: where HQ's refusals turn into HTTP.
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
@@ -210,6 +232,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     IdempotencyKeyReused: _key_reused,
     IdempotencyInProgress: _key_in_progress,
     EditConflict: _edit_conflict,
+    SignInThrottled: _throttled,
+    CsrfRejected: _csrf,
+    OperatorError: _operator_refused,
 }
 
 
