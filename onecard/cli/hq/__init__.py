@@ -6,7 +6,8 @@
 * :mod:`.devices` — the device registry and the fleet: ``add-device``, ``list-devices``,
   ``enrolment-token``, ``revoke-device``, ``fleet``, ``push-config``, ``command``
 * :mod:`.catalogue` — ``catalogue``, and ``rules`` (records that broke them)
-* :mod:`.operators` — ``create-admin``
+* :mod:`.operators` — ``login``, ``logout``, ``whoami``, ``operator``, ``api-token``,
+  ``create-admin`` (the HQ machine's bootstrap)
 """
 
 from __future__ import annotations
