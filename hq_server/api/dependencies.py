@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.engine import Engine
 
 from hq_server.clock import system_clock
@@ -154,11 +154,13 @@ def route_permissions(app: FastAPI) -> dict[tuple[str, str], list[str]]:
     """Every (method, path) of ``app`` → the permissions its route declares (``public``,
     ``signed-in`` or a permission); an empty list means the route declares nothing."""
     out: dict[tuple[str, str], list[str]] = {}
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            declared = _declared(route.dependant)
-            for method in sorted(route.methods or ()):
-                out[(method, route.path)] = declared
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute):
+            continue  # the OpenAPI document and its viewers
+        # the route as included: its own and its routers' dependencies
+        declared = _declared(getattr(route, "dependant", route.original_route.dependant))
+        for method in sorted(route.methods or ()):
+            out[(method, str(route.path))] = declared
     return out
 
 
