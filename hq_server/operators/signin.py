@@ -29,9 +29,9 @@ from sqlalchemy.exc import IntegrityError
 
 from hq_server.audit.log import record_action
 from hq_server.db.tables import login_throttle, operators, security_events, staff_cards
-from hq_server.operators import lockout
+from hq_server.operators import accounts, lockout
 from hq_server.operators.access import SYSTEM, Actor
-from hq_server.operators.accounts import _DUMMY_HASH, _hasher, active_operator, verify_password
+from hq_server.operators.accounts import active_operator, verify_password
 from hq_server.operators.errors import AuthenticationFailed, SignInThrottled
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def verify_staff_card(engine: Engine, card_id: str, pin: str, address: str, now_
                            ).mappings().first()
         holder = active_operator(conn, row["operator"]) if row is not None else None
     try:
-        _hasher.verify(row["pin_hash"] if row else _DUMMY_HASH, (pin or "")[:64])
+        accounts._hasher.verify(row["pin_hash"] if row else accounts._DUMMY_HASH, (pin or "")[:64])
         ok = row is not None and row["status"] == "active" and holder is not None
     except (VerificationError, InvalidHashError):
         ok = False

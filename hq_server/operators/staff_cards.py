@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 
 from hq_server.audit.log import record_action
 from hq_server.db.tables import login_throttle, staff_cards
+from hq_server.operators import accounts
 from hq_server.operators.access import Actor, NotVisible, Scope, authorise
-from hq_server.operators.accounts import _hasher, _may_change, _visible_operator
+from hq_server.operators.accounts import _may_change, _visible_operator
 from hq_server.operators.errors import OperatorError
 
 CARD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -40,7 +41,7 @@ def assign_staff_card(actor: Actor, engine: Engine, card_id: str, username: str,
     authorise(actor, "operators.write")
     if not CARD_ID.match(card_id or ""):
         raise OperatorError("a staff card id is 1-64 letters, digits or _ . : -")
-    hashed = _hasher.hash(check_pin(pin))
+    hashed = accounts._hasher.hash(check_pin(pin))
     with engine.begin() as conn:
         target = _visible_operator(conn, actor, username, now_ms)
         _may_change(conn, actor, target.role, target.scope or Scope.parse("chain"))
