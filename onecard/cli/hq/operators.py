@@ -162,6 +162,7 @@ def operator_list(db: str, actor, status: str | None, as_json: bool) -> None:
 @actor_option
 @click.argument("username")
 def operator_show(db: str, actor, username: str) -> None:
+    """One operator inside your scope: role, scope, status, version, lock-out."""
     from hq_server.db.engine import open_engine
     from hq_server.operators.accounts import get_operator
 
@@ -292,6 +293,7 @@ def hq_api_token() -> None:
               help="Only these permissions (repeat; default: all of your role's).")
 def api_token_create(db: str, actor, name: str, scope: str | None,
                      permissions: tuple[str, ...]) -> None:
+    """A token for an integration, acting as you or narrower (printed once)."""
     from hq_server.clock import system_clock
     from hq_server.db.engine import open_engine
     from hq_server.operators.api_tokens import create_api_token
@@ -309,6 +311,7 @@ def api_token_create(db: str, actor, name: str, scope: str | None,
 @db_option
 @actor_option
 def api_token_list(db: str, actor) -> None:
+    """Your tokens (never their secrets) and when each was last used."""
     from hq_server.db.engine import open_engine
     from hq_server.operators.api_tokens import list_api_tokens
 
@@ -323,6 +326,7 @@ def api_token_list(db: str, actor) -> None:
 @actor_option
 @click.argument("token_id")
 def api_token_revoke(db: str, actor, token_id: str) -> None:
+    """Revoke one of your tokens: it stops working at once."""
     from hq_server.clock import system_clock
     from hq_server.db.engine import open_engine
     from hq_server.operators.api_tokens import revoke_api_token
