@@ -11,7 +11,7 @@ What goes where:
 * the **security log** (table ``security_events``, and Python logging at INFO/WARNING):
   every sign-in, failure, throttled attempt and sign-out. Anyone on the network can
   cause these rows, so they stay out of the audit log, which they would flood; they are
-  pruned after :data:`SECURITY_LOG_DAYS` days.
+  pruned after :data:`SECURITY_LOG_DAYS` days, at each successful sign-in.
 * the **audit log** (hash-chained, :func:`hq_server.audit.log.record_action`): changes
   to an operator's state — ``operator.lock`` when failures lock a real operator (by
   ``system``, from the address of the last attempt) and ``operator.unlock`` by a
@@ -78,10 +78,11 @@ def security_event(conn: Connection, event: str, subject: str, address: str, now
     log.log(level, "security: %s %s from %s %s", event, subject, address, detail)
 
 
-def prune_security_log(engine: Engine, now_ms: int) -> int:
-    with engine.begin() as conn:
-        return conn.execute(delete(security_events).where(
-            security_events.c.at_ms < now_ms - SECURITY_LOG_DAYS * _DAY_MS)).rowcount
+def prune_security_log(conn: Connection, now_ms: int) -> int:
+    """Forget security events older than :data:`SECURITY_LOG_DAYS` (done at each
+    successful sign-in: an indexed delete, so the log never grows without bound)."""
+    return conn.execute(delete(security_events).where(
+        security_events.c.at_ms < now_ms - SECURITY_LOG_DAYS * _DAY_MS)).rowcount
 
 
 def _refuse_if_throttled(engine: Engine, subjects: list[tuple[str, lockout.Policy]],
@@ -142,6 +143,7 @@ def sign_in(engine: Engine, username: str, password: str, address: str, now_ms: 
         conn.execute(update(operators).where(operators.c.username == found.username)
                      .values(last_login_at_ms=now_ms))
         security_event(conn, "login.ok", subjects[0][0], address, now_ms)
+        prune_security_log(conn, now_ms)
     assert found.scope is not None
     return Actor(found.username, found.role, found.scope, origin or f"api {address}")
 

@@ -109,6 +109,7 @@ def test_an_address_trying_many_names_is_blocked_for_every_name(engine):
 
 def test_sign_ins_go_to_the_security_log_without_secrets(engine):
     operator(engine, "cash", "cashier", "store:S1")
+    attempt(engine, "cash", "a wrong one long ago", NOW - 91 * 24 * 60 * MINUTE)
     attempt(engine, "cash", "my wrong secret", NOW)
     attempt(engine, "cash", PASSWORD, NOW + 1)
     with engine.connect() as conn:
