@@ -1,7 +1,8 @@
 """The FastAPI application: one router per domain, composed over HQ's parts.
 
-Operators authenticate with HTTP Basic over TLS against :mod:`hq_server.operators.accounts`
-(argon2id). Every error is problem details (RFC 9457, :mod:`hq_server.api.problems`,
+Operators authenticate with a browser session (cookie + CSRF token), a bearer API token
+or session, or HTTP Basic over TLS (:mod:`hq_server.api.dependencies`); every route
+declares the permission it needs. Every error is problem details (RFC 9457, :mod:`hq_server.api.problems`,
 the one place that maps domain errors to HTTP; ``docs/api.md``) with a status a client
 can act on; nothing secret (tokens, keys, passwords) is ever logged or echoed.
 """
@@ -15,13 +16,22 @@ from sqlalchemy.engine import Engine
 
 from hq_server.api import problems
 from hq_server.api.dependencies import HqParts
-from hq_server.api.routers import audit, cards, chain, devices, enrolment, health, reports
+from hq_server.api.routers import (
+    audit,
+    cards,
+    chain,
+    devices,
+    enrolment,
+    health,
+    operators,
+    reports,
+)
 from hq_server.devices.card_keys import CardKeyring
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 
 #: The routers, in the order their routes appear in the OpenAPI document.
-ROUTERS = (health.router, enrolment.router, devices.router, chain.router, cards.router,
-           reports.router, audit.router)
+ROUTERS = (health.router, enrolment.router, devices.router, operators.router, chain.router,
+           cards.router, reports.router, audit.router)
 
 
 def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress,

@@ -41,7 +41,12 @@ from hq_server.cards.errors import CardError, CardNotFound
 from hq_server.chain.errors import ChainError, ChainNotFound
 from hq_server.devices.enrolment import EnrolmentError
 from hq_server.operators.access import Forbidden, NotVisible
-from hq_server.operators.accounts import AuthenticationFailed
+from hq_server.operators.errors import (
+    AuthenticationFailed,
+    CsrfRejected,
+    OperatorError,
+    SignInThrottled,
+)
 from hq_server.recycle.bin import CannotRestore, NotInBin, RetentionNotOver
 from hq_server.reports.income import ReportError
 
@@ -86,10 +91,14 @@ TYPES: dict[str, tuple[str, int]] = {
     "bad-filter": ("The filter cannot be applied", 422),
     "retention-not-over": ("The retention period of the recycle bin is not over", 409),
     "cannot-restore": ("The deleted thing cannot be restored", 409),
+    # signing in and managing operators (hq_server/operators)
+    "sign-in-throttled": ("Too many failed sign-ins", 429),
+    "csrf-rejected": ("The request lacks the session's CSRF token", 403),
+    "operator-refused": ("The operator, token or staff card was refused", 422),
 }
 
 #: Statuses every route may answer with a problem.
-ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 500)
+ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 429, 500)
 
 
 class ProblemError(BaseModel):
@@ -170,7 +179,7 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 def _not_authenticated(detail: str, instance: str) -> JSONResponse:
     return problem("not-authenticated", detail, instance,
-                   headers={"WWW-Authenticate": 'Basic realm="OneCard HQ"'})
+                   headers={"WWW-Authenticate": 'Basic realm="OneCard HQ", Bearer'})
 
 
 def _enrolment_refused(request: Request, exc: EnrolmentError) -> JSONResponse:
@@ -218,6 +227,17 @@ def _edit_conflict(request: Request, exc: EditConflict) -> JSONResponse:
 def _as(code: str) -> Callable[[Request, Exception], JSONResponse]:
     """A handler answering an error with problem ``code`` and the error's words."""
     return lambda request, exc: problem(code, str(exc), request.url.path)
+def _throttled(request: Request, exc: SignInThrottled) -> JSONResponse:
+    return problem("sign-in-throttled", str(exc), request.url.path,
+                   headers={"Retry-After": str(exc.retry_after_s)})
+
+
+def _csrf(request: Request, exc: CsrfRejected) -> JSONResponse:
+    return problem("csrf-rejected", str(exc), request.url.path)
+
+
+def _operator_refused(request: Request, exc: OperatorError) -> JSONResponse:
+    return problem("operator-refused", str(exc), request.url.path)
 
 
 #: The domain errors a route may raise, and the problem each becomes: the one place
@@ -240,6 +260,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     NotInBin: _not_visible,  # like out of scope: the same answer as an unknown id
     RetentionNotOver: _as("retention-not-over"),
     CannotRestore: _as("cannot-restore"),
+    SignInThrottled: _throttled,
+    CsrfRejected: _csrf,
+    OperatorError: _operator_refused,
 }
 
 

@@ -243,9 +243,15 @@ operators = Table(
     metadata,
     Column("username", String(64), primary_key=True),
     Column("password_hash", String(255), nullable=False),  # argon2id, never the password
-    Column("role", String(16), nullable=False, server_default="admin"),
+    Column("role", String(16), nullable=False, server_default="hq_admin"),
     Column("status", String(16), nullable=False, server_default="active"),
     Column("created_at_ms", BigInteger, nullable=False),
+    # issue 13: where the operator may act (``chain``, ``region:<id>``, ``store:<id>``)
+    Column("scope", String(80), nullable=False, server_default="chain"),
+    Column("display_name", String(200), nullable=False, server_default=""),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("updated_at_ms", BigInteger, nullable=True),
+    Column("last_login_at_ms", BigInteger, nullable=True),
 )
 
 enrolment_tokens = Table(
@@ -534,3 +540,79 @@ recycle_bin = Table(
 )
 Index("recycle_bin_target", recycle_bin.c.kind, recycle_bin.c.target_id, recycle_bin.c.state)
 Index("recycle_bin_state", recycle_bin.c.state, recycle_bin.c.entry_id)
+# --- signing in (issue 13: operators, roles and scope) ----------------------------------
+
+# Failed sign-ins per subject (``operator:<name>``, ``address:<ip>``, ``staff_card:<id>``):
+# the back-off and lock-out of hq_server/operators/lockout.py. Unknown names get rows too,
+# so a lock-out never tells which operator names exist.
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("subject", String(160), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_failure_at_ms", BigInteger, nullable=False),
+    Column("last_failure_at_ms", BigInteger, nullable=False),
+    Column("blocked_until_ms", BigInteger, nullable=True),
+)
+
+# Sessions: browser (cookie + CSRF token), cli (``onecard hq login``) and staff_card
+# (handhelds). Only the SHA-256 of a session id is stored.
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("operator", String(64), ForeignKey("operators.username"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("csrf_token", String(64), nullable=True),
+    Column("origin", String(128), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("issued_at_ms", BigInteger, nullable=False),  # of this id (rotation)
+    Column("last_seen_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),  # absolute
+    Column("idle_ms", BigInteger, nullable=False),
+)
+Index("operator_sessions_operator", operator_sessions.c.operator)
+
+# API tokens for integrations: named, narrower than (or as wide as) their operator,
+# stored hashed, shown once.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("operator", String(64), ForeignKey("operators.username"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("scope", String(80), nullable=False),
+    Column("permissions", Text, nullable=True),  # space-separated; None: the role's
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=True),
+    Column("last_used_at_ms", BigInteger, nullable=True),
+    Column("revoked_at_ms", BigInteger, nullable=True),
+)
+Index("api_tokens_operator", api_tokens.c.operator)
+
+# Staff cards (员工卡): a card id and a PIN sign an operator in on a handheld.
+staff_cards = Table(
+    "staff_cards",
+    metadata,
+    Column("card_id", String(64), primary_key=True),
+    Column("operator", String(64), ForeignKey("operators.username"), nullable=False),
+    Column("pin_hash", String(255), nullable=False),  # argon2id, never the PIN
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+# The security log: sign-in successes and failures, lock-outs, sign-outs. Written by
+# anyone who tries to sign in, so it is kept apart from the hash-chained audit log.
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("subject", String(160), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("detail", String(200), nullable=False, server_default=""),
+)
+Index("security_events_at", security_events.c.at_ms)

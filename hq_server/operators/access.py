@@ -119,15 +119,19 @@ class Actor:
     """Who is acting, as authorised: the operator, their role and scope, and from where.
 
     ``origin`` says where the request came from (``cli``, ``api 203.0.113.7``,
-    ``system``) for the audit log.
+    ``system``) for the audit log. ``permissions`` narrows the role (API tokens).
     """
 
     operator: str
     role: str
     scope: Scope
     origin: str = "cli"
+    #: Narrower than the role (an API token made for fewer rights); None: the role's.
+    permissions: frozenset[str] | None = None
 
     def can(self, permission: str) -> bool:
+        if self.permissions is not None and permission not in self.permissions:
+            return False
         return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
 
 

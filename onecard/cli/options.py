@@ -8,9 +8,11 @@ anything is opened.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -129,3 +131,85 @@ def cli_actor(operator: str):
     from hq_server.operators.access import Actor, Level, Scope
 
     return Actor(operator, "hq_admin", Scope(Level.CHAIN), "cli")
+# --- who runs a command that changes data ----------------------------------------------
+
+def cli_origin() -> str:
+    """Where a CLI action comes from, for the audit log (``cli <user>@<host>``)."""
+    import socket
+
+    return f"cli {os.environ.get('USER', 'root')}@{socket.gethostname()}"[:128]
+
+
+def current_actor(db: str, engine=None):
+    """The signed-in operator running this command, as an Actor (role and scope).
+
+    From ``ONECARD_TOKEN`` (an API token ``oct_...`` or a session ``ocs_...``), else the
+    session ``onecard hq login`` stored for this database. Refused (a ClickException,
+    exit 1) when nobody is signed in or the session expired."""
+    from hq_server.clock import system_clock
+    from hq_server.db.engine import open_engine
+    from hq_server.operators.api_tokens import PREFIX as API_TOKEN
+    from hq_server.operators.api_tokens import actor_of_token
+    from hq_server.operators.errors import AuthenticationFailed
+    from hq_server.operators.sessions import resume_session
+    from onecard.cli.session_file import stored_token
+
+    token = os.environ.get("ONECARD_TOKEN") or stored_token(db)
+    if not token:
+        raise click.ClickException("sign in first: onecard hq login (or set ONECARD_TOKEN)")
+    engine = engine or open_engine(db)
+    try:
+        if token.startswith(API_TOKEN):
+            return actor_of_token(engine, token, cli_origin(), system_clock())
+        return resume_session(engine, token, ("cli",), cli_origin(), system_clock())[0]
+    except AuthenticationFailed as exc:
+        raise click.ClickException(f"{exc}: onecard hq login") from None
+
+
+def actor_option(command):
+    """Give a command that changes data the signed-in operator as ``actor``.
+
+    Put it under ``@db_option`` (the command needs ``db``)::
+
+        @click.command("denylist") @db_option @actor_option
+        def hq_denylist(db, actor, ...): authorise(actor, "cards.write", place) ...
+
+    The command then acts as that operator, authorised by permission and scope through
+    the same services as the API."""
+    import functools
+
+    @functools.wraps(command)
+    def with_actor(*args, **kwargs):
+        return command(*args, actor=current_actor(kwargs["db"]), **kwargs)
+
+    return with_actor
+
+
+def authorised(actor, permission: str, place=None) -> None:
+    """``authorise`` for the CLI: a refusal is one line and exit 1, never a traceback;
+    out of scope reads as not found."""
+    from hq_server.operators.access import Forbidden, NotVisible, authorise
+
+    try:
+        authorise(actor, permission, place)
+    except Forbidden as exc:
+        raise click.ClickException(str(exc)) from None
+    except NotVisible:
+        raise click.ClickException("not found") from None
+
+
+@contextlib.contextmanager
+def refusals() -> Iterator[None]:
+    """Service refusals as one line and exit 1 (out of scope reads as not found)."""
+    from hq_server.api.common import EditConflict
+    from hq_server.operators.access import Forbidden, NotVisible
+    from hq_server.operators.errors import AuthenticationFailed, OperatorError, SignInThrottled
+
+    try:
+        yield
+    except NotVisible:
+        raise click.ClickException("not found") from None
+    except EditConflict as exc:
+        raise click.ClickException(f"{exc}; show it again and retry") from None
+    except (Forbidden, OperatorError, AuthenticationFailed, SignInThrottled) as exc:
+        raise click.ClickException(str(exc)) from None

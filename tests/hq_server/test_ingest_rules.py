@@ -211,13 +211,16 @@ def test_unexplained_value_on_a_card_shows_up_in_reconciliation(engine):
     assert check_ledger(engine).balanced
 
 
-def test_catalogue_and_rules_from_the_command_line(sqlite_url, tmp_path):
+def test_catalogue_and_rules_from_the_command_line(sqlite_url, tmp_path, monkeypatch):
     import json
 
     from click.testing import CliRunner
 
     from hq_server.db.engine import open_engine
     from onecard.cli import main
+    from tests.cli_login import sign_in_cli
+
+    sign_in_cli(sqlite_url, monkeypatch, username="alice")
 
     def run(*args):
         return CliRunner().invoke(main, list(args))
@@ -240,8 +243,6 @@ def test_catalogue_and_rules_from_the_command_line(sqlite_url, tmp_path):
     listed = run("hq", "rules", "breaks", *db)
     assert "gate-01#1" in listed.output and "operation_not_for_role" in listed.output
     assert "held devices: gate-01" in listed.output
-    released = run("hq", "rules", "release", *db, "gate-01", "--operator", "alice",
-                   "--reason", "checked")
+    released = run("hq", "rules", "release", *db, "gate-01", "--reason", "checked")
     assert released.exit_code == 0 and "released" in released.output
-    assert run("hq", "rules", "release", *db, "gate-01", "--operator", "alice",
-               "--reason", "again").exit_code == 1
+    assert run("hq", "rules", "release", *db, "gate-01", "--reason", "again").exit_code == 1

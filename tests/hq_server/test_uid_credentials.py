@@ -22,6 +22,7 @@ from hq_server.devices.uid_credentials import (
 )
 from onecard.cli import main
 from protocol.fleet import UidAuthRequest, UidAuthResponse, uid_request_topic, uid_response_topic
+from tests.cli_login import sign_in_cli
 from tests.conftest import have_mosquitto, require
 
 NOW = 1_790_000_000_000
@@ -93,8 +94,9 @@ def test_registry_add_duplicate_revoke_and_authoriser(engine):
         revoke_credential(engine, "qr", "nothing")
 
 
-def test_cli_add_list_revoke(tmp_path):
+def test_cli_add_list_revoke(tmp_path, monkeypatch):
     db = f"sqlite:///{tmp_path / 'hq.db'}"
+    sign_in_cli(db, monkeypatch)
     run = CliRunner().invoke
     ok = run(main, ["hq", "uid-credential", "add", "--db", db, "qr", "TICKET-7", "--holder",
                     "M00007", "--purpose", "visit", "--purpose", "locker",

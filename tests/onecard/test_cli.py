@@ -26,9 +26,12 @@ def test_every_command_has_help():
         assert "Usage: " in result.output
 
 
-def test_register_device_and_refusals(tmp_path):
+def test_register_device_and_refusals(tmp_path, monkeypatch):
+    from tests.cli_login import sign_in_cli
+
     runner = CliRunner()
     db = f"sqlite:///{tmp_path / 'hq.db'}"
+    sign_in_cli(db, monkeypatch)
     key = "ab" * 32
     unknown = runner.invoke(main, ["hq", "add-device", "--db", db, "--device-id", "gate-01",
                                    "--public-key", key, "--store", "s1"])

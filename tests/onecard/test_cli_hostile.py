@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from onecard.cli import main
+from tests.cli_login import sign_in_cli
 
 HUGE = "9" * 24
 
@@ -45,9 +46,10 @@ def refused(result, code: int, *words: str) -> str:
 
 
 @pytest.fixture
-def db(tmp_path) -> str:
+def db(tmp_path, monkeypatch) -> str:
     url = f"sqlite:///{tmp_path / 'hq.db'}"
     assert run("hq", "migrate", "--db", url).exit_code == 0
+    sign_in_cli(url, monkeypatch)  # commands that change data act as an operator
     return url
 
 
@@ -114,9 +116,19 @@ def site():
     shutil.rmtree(top, ignore_errors=True)
 
 
-def test_hq_command_when_the_broker_is_down(site):
-    out = refused(run("hq", "command", "--site", site, "--device", "gate-01", "--wait", "1",
-                      "sync_now"), 1, "broker")
+@pytest.fixture
+def gate_db(db) -> str:
+    """An HQ database that knows terminal gate-01 (commands to it are authorised)."""
+    from hq_server.db.engine import open_engine
+    from hq_server.devices.registry import add_device
+
+    add_device(open_engine(db), "gate-01", "ab" * 32, "store-1", "gate")
+    return db
+
+
+def test_hq_command_when_the_broker_is_down(site, gate_db):
+    out = refused(run("hq", "command", "--db", gate_db, "--site", site, "--device", "gate-01",
+                      "--wait", "1", "sync_now"), 1, "broker")
     assert len(out.strip().splitlines()) == 1
 
 
@@ -135,9 +147,19 @@ def test_push_config_refuses_deep_or_huge_documents_before_the_broker(site, tmp_
             "not JSON")
 
 
-def test_a_site_folder_that_is_not_one(tmp_path):
-    refused(run("hq", "command", "--site", str(tmp_path), "--device", "gate-01", "sync_now"),
-            1, "site")
+def test_a_site_folder_that_is_not_one(tmp_path, gate_db):
+    refused(run("hq", "command", "--db", gate_db, "--site", str(tmp_path), "--device",
+                "gate-01", "sync_now"), 1, "site")
+
+
+def test_commands_that_change_data_need_a_signed_in_operator(gate_db, site, monkeypatch):
+    monkeypatch.delenv("ONECARD_TOKEN")
+    for args in (["denylist", "add", "M3"], ["uid-credential", "revoke", "qr", "X"],
+                 ["reverse", "txn", "--reason", "x"], ["rules", "release", "gate-01",
+                                                       "--reason", "x"],
+                 ["enrolment-token", "--store", "s", "--role", "gate"],
+                 ["command", "--site", site, "--device", "gate-01", "sync_now"]):
+        refused(run("hq", *args, "--db", gate_db), 1, "sign in first")
 
 
 # --- databases, ids and files ----------------------------------------------------------
@@ -155,7 +177,7 @@ def test_unreachable_database_is_one_line():
 
 
 def test_unknown_ids_are_refused(db):
-    refused(run("hq", "reverse", "--db", db, "no-such-txn", "--reason", "x", "--operator", "y"),
+    refused(run("hq", "reverse", "--db", db, "no-such-txn", "--reason", "x"),
             1)
     refused(run("hq", "denylist", "remove", "NOPE", "--db", db), 1)
     # HQ does not know these cards: refused with the reason, never "0 anomalies"

@@ -33,7 +33,7 @@ def run(*args: str, env: dict | None = None, ok: bool = True) -> subprocess.Comp
     return done
 
 
-def test_operator_enrols_and_revokes_a_terminal_from_the_command_line():
+def test_operator_enrols_and_revokes_a_terminal_from_the_command_line(monkeypatch):
     require(have_mosquitto(), "mosquitto (apt package mosquitto)")
     root = Path(tempfile.mkdtemp(prefix="onecard-cli-site-"))
     root.chmod(0o755)  # mosquitto, running as its own user, must reach site/broker
@@ -55,6 +55,11 @@ def test_operator_enrols_and_revokes_a_terminal_from_the_command_line():
         weak = run("hq", "create-admin", "--db", db, "--username", "ops2",
                    env={"ONECARD_ADMIN_PASSWORD": "short"}, ok=False)
         assert "at least 12" in weak.stderr
+        # later commands act as the signed-in operator (session kept under the site root)
+        monkeypatch.setenv("ONECARD_CONFIG_DIR", str(root / "config"))
+        monkeypatch.delenv("ONECARD_TOKEN", raising=False)
+        run("hq", "login", "--db", db, "--username", "ops",
+            env={"ONECARD_PASSWORD": "a long enough password"})
         procs.append(subprocess.Popen([*ONECARD, "hq", "serve-api", "--db", db, "--site",
                                        str(site), "--port", str(api_port)],
                                       stderr=subprocess.PIPE))

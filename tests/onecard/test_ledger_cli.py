@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from hq_server.db.engine import open_engine
 from hq_server.ingest.batch import ingest_all
 from onecard.cli import main
+from tests.cli_login import sign_in_cli
 from tests.hq_records import Card, Till, debit, recharge
 
 
@@ -14,8 +15,10 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-def test_reconcile_anomalies_reverse_settle_and_denylist_from_the_command_line(sqlite_url):
+def test_reconcile_anomalies_reverse_settle_and_denylist_from_the_command_line(sqlite_url,
+                                                                              monkeypatch):
     engine = open_engine(sqlite_url)
+    sign_in_cli(sqlite_url, monkeypatch, username="li")
     a = Till("pos-a", "store-a").register(engine)
     b = Till("pos-b", "store-b").register(engine)
     card = Card("M1")
@@ -40,9 +43,9 @@ def test_reconcile_anomalies_reverse_settle_and_denylist_from_the_command_line(s
     assert "matrix sums to 0" in settled.output
     assert "booked" in run("hq", "settlement", *db, "--from", "0", "--to", "2100-01-01", "--post").output
 
-    refused = run("hq", "reverse", "pos-a#1", *db, "--reason", "wrong card", "--operator", "li")
+    refused = run("hq", "reverse", "pos-a#1", *db, "--reason", "wrong card")
     assert refused.exit_code != 0 and "holds only" in refused.output
-    assert run("hq", "reverse", "pos-b#1", *db, "--reason", "returned", "--operator", "li").exit_code == 0
+    assert run("hq", "reverse", "pos-b#1", *db, "--reason", "returned").exit_code == 0
     assert "ledger balanced" in run("hq", "verify-ledger", *db).output
 
     assert run("hq", "denylist", "remove", "M1", *db, "--reason", "card replaced").exit_code == 0

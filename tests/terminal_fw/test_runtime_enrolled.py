@@ -103,29 +103,34 @@ def test_enrolled_gate_handheld_and_kiosk_run_over_mutual_tls(hq):
             rt.stop()
 
 
-def test_operators_push_config_and_send_commands_from_the_command_line(hq, tmp_path):
+def test_operators_push_config_and_send_commands_from_the_command_line(hq, tmp_path,
+                                                                        monkeypatch):
     import json
     import subprocess
     import sys
 
+    from tests.cli_login import sign_in_cli
+
     site, engine, server, fleet, workdir = hq
+    db = engine.url.render_as_string(hide_password=False)
+    sign_in_cli(db, monkeypatch)  # the subprocesses act as this operator (ONECARD_TOKEN)
     rt = enrolled_runtime(hq, "gate", "cli-gate").start()
     try:
         wait_for(rt.online, TIMEOUT, "online")
         onecard = [sys.executable, "-m", "onecard.cli", "hq"]
         doc = tmp_path / "config.json"
         doc.write_text(json.dumps(config_doc(5)))
-        done = subprocess.run([*onecard, "push-config", "--site", str(site.root), "--device",
+        done = subprocess.run([*onecard, "push-config", "--db", db, "--site", str(site.root), "--device",
                                rt.device_id, str(doc)], capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["version"] == 5 and rt.config.current.version == 5
         doc.write_text(json.dumps(config_doc(6, gate={"group": 77})))
-        refused = subprocess.run([*onecard, "push-config", "--site", str(site.root), "--device",
+        refused = subprocess.run([*onecard, "push-config", "--db", db, "--site", str(site.root), "--device",
                                   rt.device_id, str(doc)], capture_output=True, text=True,
                                  timeout=120)
         assert refused.returncode != 0 and "gate.group" in refused.stderr
-        done = subprocess.run([*onecard, "command", "--site", str(site.root), "--device",
+        done = subprocess.run([*onecard, "command", "--db", db, "--site", str(site.root), "--device",
                                rt.device_id, "maintenance", "--arg", "on=true"],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

@@ -7,10 +7,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from hq_server.api.common import decode_cursor, encode_cursor, page_limit
-from hq_server.api.dependencies import CurrentActor, CurrentOperator, Parts
+from hq_server.api.dependencies import Parts, requires
 from hq_server.db.tables import devices, stores
 from hq_server.devices.enrolment import revoke_device
-from hq_server.operators.access import Level, authorise, scope_filter
+from hq_server.operators.access import Actor, Level, scope_filter
+from hq_server.operators.places import authorise_at_device
 
 router = APIRouter(tags=["operators"])
 
@@ -34,10 +35,11 @@ class DeviceOut(BaseModel):
 
 
 @router.post("/v1/devices/{device_id}/revoke", response_model=RevokeResponse)
-def revoke(device_id: str, body: RevokeRequest, who: CurrentOperator,
-           hq: Parts) -> RevokeResponse:
+def revoke(device_id: str, body: RevokeRequest,
+           who: Annotated[Actor, requires("devices.write")], hq: Parts) -> RevokeResponse:
     """Revoke a device: the broker refuses it, HQ quarantines its records."""
-    serials = revoke_device(hq.engine, hq.authority, device_id, who.username, body.reason)
+    authorise_at_device(who, hq.engine, "devices.write", device_id)
+    serials = revoke_device(hq.engine, hq.authority, device_id, who.operator, body.reason)
     return RevokeResponse(device_id=device_id, status="revoked",
                           revoked_certificates=[str(s) for s in serials])
 
@@ -48,15 +50,15 @@ class DevicePage(BaseModel):
 
 
 @router.get("/v1/devices", response_model=DevicePage)
-def list_devices(actor: CurrentActor, hq: Parts, store: str | None = None,
+def list_devices(who: Annotated[Actor, requires("devices.read")], hq: Parts,
+                 store: str | None = None,
                  cursor: Annotated[str | None, Query(max_length=512)] = None,
                  limit: Annotated[int | None, Query(ge=1, le=200)] = None) -> DevicePage:
     """The terminals of the stores in the operator's scope, by id, a page at a time."""
-    authorise(actor, "devices.read")
     after, n = decode_cursor(cursor, 1), page_limit(limit)
     d = devices.c
     q = select(devices).order_by(d.device_id).limit(n + 1)
-    level, ident = scope_filter(actor)
+    level, ident = scope_filter(who)
     if level is Level.STORE:
         q = q.where(d.store == ident)
     elif level is Level.REGION:

@@ -5,14 +5,16 @@ signing key to roll keys. Tokens travel in request bodies, never in URLs.
 """
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from hq_server.api.dependencies import CurrentOperator, Parts
+from hq_server.api.dependencies import PUBLIC, Parts, requires
 from hq_server.devices.enrolment import MAX_CSR_BYTES, create_token, enrol, roll_keys
 from hq_server.devices.provisioning import card_keys_for, check_in, provision
+from hq_server.operators.access import Actor
+from hq_server.operators.places import authorise_at_store
 
 HEX_KEY = r"^[0-9a-fA-F]{64}$"
 
@@ -101,15 +103,18 @@ class EnrolResponse(RollResponse, ProvisionOut):
 
 @router.post("/v1/enrolment-tokens", response_model=TokenResponse, status_code=201,
              tags=["operators"])
-def new_token(body: TokenRequest, who: CurrentOperator, hq: Parts) -> TokenResponse:
+def new_token(body: TokenRequest, who: Annotated[Actor, requires("devices.write")],
+              hq: Parts) -> TokenResponse:
     """Create a one-time enrolment token for a terminal of a store and role."""
-    issued = create_token(hq.engine, body.store, body.role, who.username,
+    authorise_at_store(who, hq.engine, "devices.write", body.store)
+    issued = create_token(hq.engine, body.store, body.role, who.operator,
                           dt.timedelta(seconds=body.ttl_seconds))
     return TokenResponse(token=issued.token, store=issued.store, role=issued.role,
                          expires_at_ms=issued.expires_at_ms)
 
 
-@router.post("/v1/enrol", response_model=EnrolResponse, status_code=201, tags=["terminals"])
+@router.post("/v1/enrol", response_model=EnrolResponse, status_code=201, tags=["terminals"],
+             dependencies=[PUBLIC])
 def enrol_device(body: EnrolRequest, hq: Parts) -> EnrolResponse:
     """Enrol a terminal: token + signing public key + CSR → identity and certificate,
     with the store's config, the role's card keys and HQ's time."""
@@ -120,21 +125,23 @@ def enrol_device(body: EnrolRequest, hq: Parts) -> EnrolResponse:
         hq.engine, hq.card_keys, done.store, done.role, card_keys=done.card_keys).to_json())
 
 
-@router.get("/v1/enrolment/ca", response_model=CaResponse, tags=["terminals"])
+@router.get("/v1/enrolment/ca", response_model=CaResponse, tags=["terminals"],
+            dependencies=[PUBLIC])
 def enrolment_ca(hq: Parts) -> CaResponse:
     """HQ's CA certificate, for a joining terminal to check against its pinned hash."""
     return CaResponse(ca=hq.authority.ca_pem().decode())
 
 
 @router.post("/v1/devices/{device_id}/checkin", response_model=CheckInResponse,
-             tags=["terminals"])
+             tags=["terminals"], dependencies=[PUBLIC])
 def checkin(device_id: str, body: CheckInRequest, hq: Parts) -> CheckInResponse:
     """An enrolled terminal at start: its config, card keys and HQ's time (signed nonce)."""
     answer = check_in(hq.engine, hq.card_keys, device_id, body.nonce, body.signature)
     return CheckInResponse(**answer.to_json(), nonce=body.nonce)
 
 
-@router.post("/v1/devices/{device_id}/roll", response_model=RollResponse, tags=["terminals"])
+@router.post("/v1/devices/{device_id}/roll", response_model=RollResponse, tags=["terminals"],
+             dependencies=[PUBLIC])
 def roll(device_id: str, body: RollRequest, hq: Parts) -> RollResponse:
     """Replace the device's keys; signed with its current key. Old ones die at once."""
     return RollResponse(**roll_keys(

@@ -3,10 +3,10 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from hq_server.api.dependencies import Parts
+from hq_server.api.dependencies import PUBLIC, Parts
 from hq_server.process.supervision import hq_health
 
-router = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"], dependencies=[PUBLIC])
 
 
 @router.get("/healthz")

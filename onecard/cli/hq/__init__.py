@@ -11,6 +11,8 @@
 * :mod:`.reports` — ``report income`` (门店营收)
 * :mod:`.audit` — ``verify-audit``, ``audit``, ``recycle-bin``, ``backup``, ``restore``,
   ``replay-archive``
+* :mod:`.operators` — ``login``, ``logout``, ``whoami``, ``operator``, ``api-token``,
+  ``create-admin`` (the HQ machine's bootstrap)
 """
 
 from __future__ import annotations

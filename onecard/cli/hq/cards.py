@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import click
 
-from onecard.cli.options import cli_actor, db_option, operator_option, optional_when_ms
+from onecard.cli.options import (
+    actor_option,
+    authorised,
+    cli_actor,
+    current_actor,
+    db_option,
+    operator_option,
+    optional_when_ms,
+)
 from protocol.money import MAX_FEN
 
 
@@ -27,6 +35,10 @@ def hq_denylist(db: str, action: str, card_id: str | None, reason: str, since: s
 
     since_ms = optional_when_ms(since, "--since")
     engine = open_engine(db)
+    if action != "show":  # the denylist is the chain's: chain-wide operators change it
+        from hq_server.operators.access import Place
+
+        authorised(current_actor(db, engine), "cards.write", Place(None))
     try:
         if action == "add":
             change = add_to_denylist(engine, card_id or "", reason, effective_at_ms=since_ms)
@@ -52,6 +64,7 @@ def hq_uid_credential() -> None:
 
 @hq_uid_credential.command("add")
 @db_option
+@actor_option
 @click.argument("kind", type=click.Choice(["em4100", "qr"]))
 @click.argument("credential")
 @click.option("--holder", required=True, help="Whose it is: the member number or ticket reference.")
@@ -61,13 +74,15 @@ def hq_uid_credential() -> None:
               help="Most money one use may take, in fen (0: visits only).")
 @click.option("--valid-from", default=None, help="First moment it is good: ISO date/time (UTC) or epoch ms.")
 @click.option("--valid-to", default=None, help="Moment it stops being good: ISO date/time (UTC) or epoch ms.")
-def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
+def hq_uid_credential_add(db: str, actor, kind: str, credential: str, holder: str,
                           purposes: tuple[str, ...], max_amount_fen: int,
                           valid_from: str | None, valid_to: str | None) -> None:
     """Register CREDENTIAL (the ID card's number or the QR code's text) for a holder."""
     from hq_server.db.engine import open_engine
     from hq_server.devices.uid_credentials import UidCredentialError, add_credential
+    from hq_server.operators.access import Place
 
+    authorised(actor, "cards.write", Place(None))
     from_ms = optional_when_ms(valid_from, "--valid-from")
     to_ms = optional_when_ms(valid_to, "--valid-to")
     try:
@@ -81,13 +96,16 @@ def hq_uid_credential_add(db: str, kind: str, credential: str, holder: str,
 
 @hq_uid_credential.command("revoke")
 @db_option
+@actor_option
 @click.argument("kind", type=click.Choice(["em4100", "qr"]))
 @click.argument("credential")
-def hq_uid_credential_revoke(db: str, kind: str, credential: str) -> None:
+def hq_uid_credential_revoke(db: str, actor, kind: str, credential: str) -> None:
     """Stop CREDENTIAL being approved online (use `hq denylist add` for a lost card)."""
     from hq_server.db.engine import open_engine
     from hq_server.devices.uid_credentials import UidCredentialError, revoke_credential
+    from hq_server.operators.access import Place
 
+    authorised(actor, "cards.write", Place(None))
     try:
         revoke_credential(open_engine(db), kind, credential)
     except UidCredentialError as exc:

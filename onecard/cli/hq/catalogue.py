@@ -7,7 +7,7 @@ import json
 
 import click
 
-from onecard.cli.options import db_option, when_ms
+from onecard.cli.options import actor_option, authorised, db_option, refusals, when_ms
 
 
 @click.group("catalogue")
@@ -17,15 +17,18 @@ def hq_catalogue() -> None:
 
 @hq_catalogue.command("set")
 @db_option
+@actor_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--effective", default=None,
               help="When it comes into force: ISO date/time (UTC) or epoch ms (default: now).")
-def hq_catalogue_set(db: str, file: str, effective: str | None) -> None:
+def hq_catalogue_set(db: str, actor, file: str, effective: str | None) -> None:
     """Load FILE (catalogue JSON, or a pushed config holding one) as a new version."""
     from hq_server.catalogue.versions import load_catalogue_file, set_catalogue
     from hq_server.db.engine import open_engine
+    from hq_server.operators.access import Place
     from protocol.products import CatalogueError
 
+    authorised(actor, "catalogue.write", Place(None))
     try:
         catalogue = load_catalogue_file(file)
         at = when_ms(effective) if effective else None
@@ -89,15 +92,19 @@ def hq_rules_breaks(db: str, device: str | None) -> None:
 
 @hq_rules.command("release")
 @db_option
+@actor_option
 @click.argument("device_id")
-@click.option("--operator", required=True, help="Who releases it.")
 @click.option("--reason", required=True, help="Why, in words (kept in the device's history).")
-def hq_rules_release(db: str, device_id: str, operator: str, reason: str) -> None:
+def hq_rules_release(db: str, actor, device_id: str, reason: str) -> None:
     """Let a held device's records in again; it resends what HQ held back."""
     from hq_server.db.engine import open_engine
     from hq_server.ingest.device_holds import release_device
+    from hq_server.operators.places import authorise_at_device
 
-    if not release_device(open_engine(db), device_id, operator=operator, reason=reason):
+    engine = open_engine(db)
+    with refusals():
+        authorise_at_device(actor, engine, "devices.write", device_id)
+    if not release_device(engine, device_id, operator=actor.operator, reason=reason):
         raise click.ClickException(f"device {device_id!r} is not held")
     click.echo(f"{device_id} released")
 

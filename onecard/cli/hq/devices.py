@@ -12,8 +12,9 @@ import click
 from onecard.cli.options import (
     MAX_DOCUMENT_BYTES,
     BoundedFloat,
+    actor_option,
     db_option,
-    operator_name,
+    refusals,
     site_option,
 )
 
@@ -22,17 +23,23 @@ ROLES = click.Choice(["gate", "handheld", "kiosk"])
 
 @click.command("add-device")
 @db_option
+@actor_option
 @click.option("--device-id", required=True, help="The terminal's id, e.g. gate-01.")
 @click.option("--public-key", required=True, help="Its Ed25519 public key, 64 hex digits.")
 @click.option("--store", required=True, help="The store the terminal belongs to.")
 @click.option("--role", default="gate", show_default=True, type=ROLES)
-def hq_add_device(db: str, device_id: str, public_key: str, store: str, role: str) -> None:
+def hq_add_device(db: str, actor, device_id: str, public_key: str, store: str,
+                  role: str) -> None:
     """Register a terminal so HQ accepts the records it signs."""
     from hq_server.db.engine import open_engine
     from hq_server.devices.registry import RegistryError, add_device
+    from hq_server.operators.places import authorise_at_store
 
+    engine = open_engine(db)
+    with refusals():
+        authorise_at_store(actor, engine, "devices.write", store)
     try:
-        add_device(open_engine(db), device_id, public_key, store, role)
+        add_device(engine, device_id, public_key, store, role)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"registered {device_id} ({role}) for store {store}")
@@ -52,12 +59,11 @@ def hq_list_devices(db: str) -> None:
 
 @click.command("enrolment-token")
 @db_option
+@actor_option
 @click.option("--store", required=True)
 @click.option("--role", required=True, type=ROLES)
 @click.option("--ttl-hours", type=BoundedFloat(0, 24 * 366, low_open=True), default=24.0,
               show_default=True, help="How long the token stays good (at most a year).")
-@click.option("--operator", "created_by", default=operator_name,
-              help="Recorded as the token's creator.")
 @click.option("--site", "site_root", type=click.Path(path_type=Path), default=None,
               help="The site folder (env ONECARD_SITE): print the whole join line, with "
                    "HQ's CA pinned by its hash, instead of the bare token.")
@@ -66,7 +72,7 @@ def hq_list_devices(db: str) -> None:
                    "first hostname>:8443).")
 @click.option("--qr/--no-qr", default=True, show_default=True,
               help="Also draw the join line as a QR code (on stderr).")
-def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created_by: str,
+def hq_enrolment_token(db: str, actor, store: str, role: str, ttl_hours: float,
                        site_root: Path | None, hq_url: str | None, qr: bool) -> None:
     """Create a one-time enrolment token; print the line to run on the terminal.
 
@@ -77,11 +83,15 @@ def hq_enrolment_token(db: str, store: str, role: str, ttl_hours: float, created
 
     from hq_server.db.engine import open_engine
     from hq_server.devices.enrolment import EnrolmentError, create_token
+    from hq_server.operators.places import authorise_at_store
 
     site_root = site_root or (Path(os.environ["ONECARD_SITE"])
                               if os.environ.get("ONECARD_SITE") else None)
+    engine = open_engine(db)
+    with refusals():
+        authorise_at_store(actor, engine, "devices.write", store)
     try:
-        issued = create_token(open_engine(db), store, role, created_by,
+        issued = create_token(engine, store, role, actor.operator,
                               dt.timedelta(hours=ttl_hours))
     except EnrolmentError as exc:
         raise click.ClickException(exc.message) from None
@@ -126,18 +136,23 @@ def hq_card_keys_init(site_root: Path, chain_id: int) -> None:
 
 @click.command("revoke-device")
 @db_option
+@actor_option
 @site_option
 @click.argument("device_id")
 @click.option("--reason", required=True, help="Why, for the device's history.")
-def hq_revoke_device(db: str, site_root: Path, device_id: str, reason: str) -> None:
+def hq_revoke_device(db: str, actor, site_root: Path, device_id: str, reason: str) -> None:
     """Revoke a terminal: the broker refuses it and HQ quarantines its records."""
     from hq_server.db.engine import open_engine
     from hq_server.devices.enrolment import EnrolmentError, revoke_device
+    from hq_server.operators.places import authorise_at_device
     from onecard.site import device_authority
 
+    engine = open_engine(db)
+    with refusals():
+        authorise_at_device(actor, engine, "devices.write", device_id)
     try:
-        serials = revoke_device(open_engine(db), device_authority(site_root), device_id,
-                                operator_name(), reason)
+        serials = revoke_device(engine, device_authority(site_root), device_id,
+                                actor.operator, reason)
     except EnrolmentError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"{device_id} revoked; certificates on the CRL: {len(serials)}")
@@ -181,9 +196,20 @@ def _read_document(document) -> dict:
         raise click.ClickException(f"not JSON: {exc}") from None
 
 
+def _may_command(db: str, device_id: str) -> None:
+    """The signed-in operator may change this terminal (devices.write at its store)."""
+    from hq_server.db.engine import open_engine
+    from hq_server.operators.places import authorise_at_device
+    from onecard.cli.options import current_actor
+
+    engine = open_engine(db)
+    with refusals():
+        authorise_at_device(current_actor(db, engine), engine, "devices.write", device_id)
+
+
 @click.command("push-config")
-@site_option
 @db_option
+@site_option
 @click.option("--device", "device_id", default=None, help="One terminal's device id.")
 @click.option("--store", default=None,
               help="A store: HQ keeps DOCUMENT as the store's config (new terminals get it "
@@ -192,24 +218,29 @@ def _read_document(document) -> dict:
 @click.option("--wait", type=BoundedFloat(0, 3600), default=15.0, show_default=True,
               help="Seconds to wait for the terminal's report (0: do not wait).")
 @click.argument("document", type=click.File("rb"))
-def hq_push_config(site_root: Path, db: str, device_id: str | None, store: str | None,
+def hq_push_config(db: str, site_root: Path, device_id: str | None, store: str | None,
                    broker_host: str, wait: float, document) -> None:
     """Make DOCUMENT (JSON) the desired config of a terminal or a store; print one JSON
     line per terminal: its device id, the version sent and the version it runs."""
+    from hq_server.db.engine import open_engine
     from hq_server.fleet.config_push import PushRefused, push_config
+    from hq_server.operators.places import authorise_at_device, authorise_at_store
+    from onecard.cli.options import current_actor
 
     if (device_id is None) == (store is None):
         raise click.UsageError("give --device or --store (one of them)")
     doc = _read_document(document)
-    engine = None
-    if store is not None:
-        from hq_server.db.engine import open_engine
-
-        engine = open_engine(db)
+    engine = open_engine(db)
+    actor = current_actor(db, engine)
+    with refusals():
+        if store is not None:
+            authorise_at_store(actor, engine, "devices.write", store)
+        else:
+            authorise_at_device(actor, engine, "devices.write", device_id)
     fleet = _fleet_client(site_root, broker_host)
     try:
         outcomes = push_config(fleet, doc, device_id=device_id, store=store, engine=engine,
-                               actor=operator_name(), wait_s=wait)
+                               actor=actor.operator, wait_s=wait)
     except PushRefused as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -239,6 +270,7 @@ def _command_args(items: tuple[str, ...]) -> dict:
 
 
 @click.command("command")
+@db_option
 @site_option
 @click.option("--device", "device_id", required=True, help="The terminal's device id.")
 @click.option("--broker-host", default="127.0.0.1", show_default=True)
@@ -247,10 +279,11 @@ def _command_args(items: tuple[str, ...]) -> dict:
               help="Seconds to wait for the terminal's answer.")
 @click.argument("name", type=click.Choice(["sync_now", "reload_config", "open_gate",
                                            "maintenance", "collect_logs"]))
-def hq_command(site_root: Path, device_id: str, broker_host: str, args: tuple[str, ...],
-               wait: float, name: str) -> None:
+def hq_command(db: str, site_root: Path, device_id: str, broker_host: str,
+               args: tuple[str, ...], wait: float, name: str) -> None:
     """Send a command to a terminal and print its answer."""
     parsed = _command_args(args)
+    _may_command(db, device_id)
     fleet = _fleet_client(site_root, broker_host)
     try:
         result = fleet.result(fleet.send_command(device_id, name, parsed), wait)

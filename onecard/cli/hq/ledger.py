@@ -7,7 +7,7 @@ import json
 
 import click
 
-from onecard.cli.options import db_option, when_ms
+from onecard.cli.options import actor_option, authorised, current_actor, db_option, when_ms
 
 
 @click.command("verify-ledger")
@@ -32,16 +32,18 @@ def hq_verify_ledger(db: str, signatures: bool) -> None:
 
 @click.command("reverse")
 @db_option
+@actor_option
 @click.argument("txn_id")
 @click.option("--reason", required=True, help="Why, in words; kept with the reversal.")
-@click.option("--operator", required=True, help="Who asks for it.")
-def hq_reverse(db: str, txn_id: str, reason: str, operator: str) -> None:
-    """Correct a ledger transaction by posting its exact reversal (冲正)."""
+def hq_reverse(db: str, actor, txn_id: str, reason: str) -> None:
+    """Correct a ledger transaction by posting its exact reversal (冲正), as you."""
     from hq_server.db.engine import open_engine
     from hq_server.ledger.writer import LedgerError, reverse_transaction
+    from hq_server.operators.access import Place
 
+    authorised(actor, "ledger.write", Place(None))
     try:
-        click.echo(f"posted {reverse_transaction(open_engine(db), txn_id, reason, operator)}")
+        click.echo(f"posted {reverse_transaction(open_engine(db), txn_id, reason, actor.operator)}")
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -60,6 +62,10 @@ def hq_settlement(db: str, start: str, end: str, post: bool) -> None:
 
     start_ms, end_ms = when_ms(start, "--from"), when_ms(end, "--to")
     engine = open_engine(db)
+    if post:
+        from hq_server.operators.access import Place
+
+        authorised(current_actor(db, engine), "ledger.write", Place(None))
     try:
         if post:
             matrix, posted = post_settlement(engine, start_ms, end_ms)
@@ -87,6 +93,10 @@ def hq_reconcile(db: str, card: str | None, auto_denylist_clones: bool) -> None:
     from hq_server.reconciliation.runs import reconcile_card_in_db, reconcile_due
 
     engine, config = open_engine(db), ReconcileConfig(auto_denylist_clones)
+    if auto_denylist_clones:  # changes the chain's denylist
+        from hq_server.operators.access import Place
+
+        authorised(current_actor(db, engine), "cards.write", Place(None))
     if card:
         try:
             report, summary = reconcile_card_in_db(engine, card, config)

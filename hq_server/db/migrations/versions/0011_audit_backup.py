@@ -1,7 +1,7 @@
 """The audit log learns where an action happened; the recycle bin (数据回收站).
 
 Revision ID: 0011_audit_backup
-Revises: 0009_chain_cards
+Revises: 0010_operators_access
 Create Date: 2026-12-03
 
 ``audit_log.store`` is the store the action's target belongs to (None for chain-level
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011_audit_backup'
-down_revision = '0009_chain_cards'
+down_revision = '0010_operators_access'
 branch_labels = None
 depends_on = None
 
