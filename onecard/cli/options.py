@@ -118,19 +118,6 @@ def operator_name() -> str:
     return f"cli:{os.environ.get('USER', 'root')}"
 
 
-operator_option = click.option(
-    "--operator", "operator", default=operator_name, show_default="cli:$USER",
-    help="The operator this command acts as, for authorisation and the audit log.")
-
-
-def cli_actor(operator: str):
-    """The :class:`~hq_server.operators.access.Actor` a command acts as.
-
-    Today the command line acts chain-wide (总部) under the name given with
-    ``--operator``; logging in as an operator with a role and scope replaces this."""
-    from hq_server.operators.access import Actor, Level, Scope
-
-    return Actor(operator, "hq_admin", Scope(Level.CHAIN), "cli")
 # --- who runs a command that changes data ----------------------------------------------
 
 def cli_origin() -> str:

@@ -122,7 +122,10 @@ def gate_db(db) -> str:
     from hq_server.db.engine import open_engine
     from hq_server.devices.registry import add_device
 
-    add_device(open_engine(db), "gate-01", "ab" * 32, "store-1", "gate")
+    from tests.hq_records import known_store
+
+    engine = open_engine(db)
+    add_device(engine, "gate-01", "ab" * 32, known_store(engine, "store-1"), "gate")
     return db
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from hq_server.api.common import StoredAnswer, run_idempotent
-from hq_server.api.dependencies import CurrentActor, Parts
+from hq_server.api.dependencies import CurrentActor, Parts, requires
 from hq_server.audit.query import AuditFilter, list_actions
 from hq_server.clock import system_clock
 from hq_server.recycle.bin import list_bin, purge_from_bin, restore_from_bin
@@ -57,7 +57,7 @@ class BinPage(BaseModel):
     next_cursor: str | None = None
 
 
-@router.get("/v1/audit", response_model=AuditPage)
+@router.get("/v1/audit", response_model=AuditPage, dependencies=[requires("audit.read")])
 def audit_log(who: CurrentActor, hq: Parts,
               operator: Annotated[str | None, Query(max_length=200)] = None,
               target: Annotated[str | None, Query(max_length=200,
@@ -75,7 +75,7 @@ def audit_log(who: CurrentActor, hq: Parts,
     return AuditPage(items=[AuditEntryOut(**i) for i in items], next_cursor=next_cursor)
 
 
-@router.get("/v1/recycle-bin", response_model=BinPage)
+@router.get("/v1/recycle-bin", response_model=BinPage, dependencies=[requires("audit.read")])
 def recycle_bin(who: CurrentActor, hq: Parts,
                 kind: Annotated[str | None, Query(max_length=32)] = None,
                 state: Annotated[str, Query(pattern="^(in_bin|restored|purged)$")] = "in_bin",
@@ -95,7 +95,7 @@ def _idempotent(request: Request, who, hq, key: str | None, run) -> Any:
     return answer.body
 
 
-@router.post("/v1/recycle-bin/{entry_id}/restore", response_model=BinEntryOut)
+@router.post("/v1/recycle-bin/{entry_id}/restore", response_model=BinEntryOut, dependencies=[requires("recycle.restore")])
 def restore(entry_id: EntryId, request: Request, who: CurrentActor, hq: Parts,
             idempotency_key: Annotated[str | None, Header()] = None) -> Any:
     """Bring a deleted thing back (``recycle.restore``, in scope); audited."""
@@ -103,7 +103,7 @@ def restore(entry_id: EntryId, request: Request, who: CurrentActor, hq: Parts,
         hq.engine, who, entry_id, system_clock()).as_dict())
 
 
-@router.post("/v1/recycle-bin/{entry_id}/purge", response_model=BinEntryOut)
+@router.post("/v1/recycle-bin/{entry_id}/purge", response_model=BinEntryOut, dependencies=[requires("recycle.purge")])
 def purge(entry_id: EntryId, request: Request, who: CurrentActor, hq: Parts,
           idempotency_key: Annotated[str | None, Header()] = None) -> Any:
     """Remove a deleted thing for good (``recycle.purge``: administrators, after the

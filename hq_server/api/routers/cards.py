@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from hq_server.api.dependencies import CurrentActor, Parts
+from hq_server.api.dependencies import CurrentActor, Parts, requires
 from hq_server.cards.registry import get_card, list_cards
 
 router = APIRouter(tags=["cards"])
@@ -72,7 +72,7 @@ class CardPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("/v1/cards", response_model=CardPage)
+@router.get("/v1/cards", response_model=CardPage, dependencies=[requires("cards.read")])
 def cards(actor: CurrentActor, hq: Parts, state: State | None = None,
           store: Annotated[str | None, Query(max_length=64)] = None,
           member: Annotated[str | None, Query(max_length=64)] = None,
@@ -85,7 +85,7 @@ def cards(actor: CurrentActor, hq: Parts, state: State | None = None,
     return {"items": page.items, "next_cursor": page.next_cursor}
 
 
-@router.get("/v1/cards/{card_id}", response_model=CardDetail)
+@router.get("/v1/cards/{card_id}", response_model=CardDetail, dependencies=[requires("cards.read")])
 def card(card_id: str, actor: CurrentActor, hq: Parts) -> Any:
     """One card with its UIDs, history (newest first) and last 20 records."""
     return get_card(hq.engine, actor, card_id)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from hq_server.api.common import StoredAnswer, run_idempotent
-from hq_server.api.dependencies import CurrentActor, Parts
+from hq_server.api.dependencies import CurrentActor, Parts, requires
 from hq_server.chain.stores import (
     close_store,
     create_region,
@@ -141,7 +141,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=40)]
 
 
-@router.post("/v1/regions", response_model=RegionOut, status_code=201)
+@router.post("/v1/regions", response_model=RegionOut, status_code=201, dependencies=[requires("stores.write")])
 async def add_region(body: RegionIn, request: Request, response: Response, actor: CurrentActor,
                      hq: Parts, idempotency_key: IdempotencyKey = None) -> Any:
     """Add a region (chain-wide operators only)."""
@@ -150,13 +150,13 @@ async def add_region(body: RegionIn, request: Request, response: Response, actor
     return _answer(response, answer)
 
 
-@router.get("/v1/regions", response_model=RegionList)
+@router.get("/v1/regions", response_model=RegionList, dependencies=[requires("stores.read")])
 def regions(actor: CurrentActor, hq: Parts) -> Any:
     """The regions the operator may see."""
     return {"items": list_regions(hq.engine, actor)}
 
 
-@router.patch("/v1/regions/{region_id}", response_model=RegionOut)
+@router.patch("/v1/regions/{region_id}", response_model=RegionOut, dependencies=[requires("stores.write")])
 def change_region(region_id: str, body: RegionEdit, actor: CurrentActor, hq: Parts,
                   if_match: IfMatch = None) -> Any:
     """Rename, close or reopen a region."""
@@ -164,7 +164,7 @@ def change_region(region_id: str, body: RegionEdit, actor: CurrentActor, hq: Par
                        name=body.name, status=body.status, now_ms=system_clock())
 
 
-@router.post("/v1/stores", response_model=StoreOut, status_code=201)
+@router.post("/v1/stores", response_model=StoreOut, status_code=201, dependencies=[requires("stores.write")])
 async def add_store(body: StoreIn, request: Request, response: Response, actor: CurrentActor,
                     hq: Parts, idempotency_key: IdempotencyKey = None) -> Any:
     """Add a store; a region manager adds stores to their own region."""
@@ -174,7 +174,7 @@ async def add_store(body: StoreIn, request: Request, response: Response, actor: 
     return _answer(response, answer)
 
 
-@router.get("/v1/stores", response_model=StorePage)
+@router.get("/v1/stores", response_model=StorePage, dependencies=[requires("stores.read")])
 def stores(actor: CurrentActor, hq: Parts, region: str | None = None,
            status: Literal["active", "closed"] | None = None,
            cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -185,13 +185,13 @@ def stores(actor: CurrentActor, hq: Parts, region: str | None = None,
     return {"items": page.items, "next_cursor": page.next_cursor}
 
 
-@router.get("/v1/stores/{store_id}", response_model=StoreOut)
+@router.get("/v1/stores/{store_id}", response_model=StoreOut, dependencies=[requires("stores.read")])
 def store(store_id: str, actor: CurrentActor, hq: Parts) -> Any:
     """One store with its terminals (another store's: 404, as if it did not exist)."""
     return get_store(hq.engine, actor, store_id)
 
 
-@router.patch("/v1/stores/{store_id}", response_model=StoreOut)
+@router.patch("/v1/stores/{store_id}", response_model=StoreOut, dependencies=[requires("stores.write")])
 def change_store(store_id: str, body: StoreEdit, actor: CurrentActor, hq: Parts,
                  if_match: IfMatch = None) -> Any:
     """Change the fields given; 409 with the current store if it changed meanwhile."""
@@ -205,7 +205,7 @@ class CloseRequest(BaseModel):
     version: int | None = None
 
 
-@router.post("/v1/stores/{store_id}/close", response_model=StoreOut)
+@router.post("/v1/stores/{store_id}/close", response_model=StoreOut, dependencies=[requires("stores.write")])
 async def close(store_id: str, request: Request, response: Response, actor: CurrentActor,
                 hq: Parts, body: CloseRequest | None = None, if_match: IfMatch = None,
                 idempotency_key: IdempotencyKey = None) -> Any:

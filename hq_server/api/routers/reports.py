@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from hq_server.api.dependencies import CurrentActor, Parts
+from hq_server.api.dependencies import CurrentActor, Parts, requires
 from hq_server.reports.income import (
     DEFAULT_UTC_OFFSET_MINUTES,
     ReportError,
@@ -44,7 +44,7 @@ class IncomeReport(BaseModel):
     totals: StoreIncomeOut | dict[str, Any]
 
 
-@router.get("/v1/reports/income", response_model=IncomeReport)
+@router.get("/v1/reports/income", response_model=IncomeReport, dependencies=[requires("reports.read")])
 def income(actor: CurrentActor, hq: Parts, day: dt.date | None = None,
            first: Annotated[dt.date | None, Query(alias="from")] = None,
            last: Annotated[dt.date | None, Query(alias="to")] = None,

@@ -12,35 +12,11 @@ env ``ONECARD_OPERATOR``) with that operator's role and scope, and are audited a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from onecard.cli.options import db_option, optional_when_ms
-
-operator_option = click.option(
-    "--operator", "operator_name", default=lambda: os.environ.get("ONECARD_OPERATOR"),
-    required=True, help="Act as this HQ operator, with their role and scope "
-    "(env ONECARD_OPERATOR).")
-
-
-def cli_actor(engine, name: str):
-    """The :class:`~hq_server.operators.access.Actor` a command acts as: the named,
-    active operator's role and scope, ``origin`` ``cli``."""
-    from sqlalchemy import select
-
-    from hq_server.db.tables import operators
-    from hq_server.operators.access import Actor, Level, Scope
-
-    with engine.connect() as conn:
-        row = conn.execute(select(operators).where(operators.c.username == name)
-                           ).mappings().first()
-    if row is None or row["status"] != "active":
-        raise click.ClickException(f"no active HQ operator {name!r}")
-    role = {"admin": "hq_admin"}.get(row["role"], row["role"])
-    scope = Scope.parse(row["scope"]) if row.get("scope") else Scope(Level.CHAIN)
-    return Actor(name, role, scope, f"cli {os.environ.get('USER', 'unknown')}")
+from onecard.cli.options import actor_option, db_option, optional_when_ms
 
 
 def _refusal(exc: Exception) -> click.ClickException:
@@ -85,7 +61,7 @@ def hq_verify_audit(db: str, anchors: Path | None) -> None:
 
 @click.command("audit")
 @db_option
-@operator_option
+@actor_option
 @click.option("--by", "by_operator", default=None, help="Only this operator's actions.")
 @click.option("--target", default=None, help="kind or kind:id, e.g. member:M0001.")
 @click.option("--action", default=None, help="member.update, or a prefix: member.*")
@@ -94,7 +70,7 @@ def hq_verify_audit(db: str, anchors: Path | None) -> None:
 @click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
 @click.option("--cursor", default=None, help="The next_cursor a previous page printed.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def hq_audit(db: str, operator_name: str, by_operator: str | None, target: str | None,
+def hq_audit(db: str, actor, by_operator: str | None, target: str | None,
              action: str | None, start: str | None, end: str | None, limit: int,
              cursor: str | None, as_json: bool) -> None:
     """List operator actions (操作日志), newest first, as far as your scope reaches."""
@@ -107,7 +83,7 @@ def hq_audit(db: str, operator_name: str, by_operator: str | None, target: str |
     try:
         wanted = AuditFilter(by_operator, target, action, optional_when_ms(start, "--from"),
                              optional_when_ms(end, "--to"))
-        items, next_cursor = list_actions(engine, cli_actor(engine, operator_name), wanted,
+        items, next_cursor = list_actions(engine, actor, wanted,
                                           cursor, limit)
     except (BadAuditFilter, BadCursor, Forbidden) as exc:
         raise _refusal(exc) from None
@@ -145,13 +121,13 @@ def _echo_entry(entry) -> None:
 
 @recycle_bin.command("list")
 @db_option
-@operator_option
+@actor_option
 @click.option("--kind", default=None, help="member, product, operator, ...")
 @click.option("--state", type=click.Choice(["in_bin", "restored", "purged"]),
               default="in_bin", show_default=True)
 @click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
 @click.option("--cursor", default=None)
-def recycle_list(db: str, operator_name: str, kind: str | None, state: str, limit: int,
+def recycle_list(db: str, actor, kind: str | None, state: str, limit: int,
                  cursor: str | None) -> None:
     """What is in the bin, newest first, as far as your scope reaches."""
     from hq_server.db.engine import open_engine
@@ -159,7 +135,7 @@ def recycle_list(db: str, operator_name: str, kind: str | None, state: str, limi
 
     engine = open_engine(db)
     try:
-        items, next_cursor = list_bin(engine, cli_actor(engine, operator_name), kind=kind,
+        items, next_cursor = list_bin(engine, actor, kind=kind,
                                       state=state, cursor=cursor, limit=limit)
     except _bin_errors() as exc:
         raise _refusal(exc) from None
@@ -171,9 +147,9 @@ def recycle_list(db: str, operator_name: str, kind: str | None, state: str, limi
 
 @recycle_bin.command("restore")
 @db_option
-@operator_option
+@actor_option
 @click.argument("entry_id", type=click.IntRange(1, 2**31 - 1))
-def recycle_restore(db: str, operator_name: str, entry_id: int) -> None:
+def recycle_restore(db: str, actor, entry_id: int) -> None:
     """Bring a deleted thing back (店长 and above, in their scope)."""
     from hq_server.clock import system_clock
     from hq_server.db.engine import open_engine
@@ -181,7 +157,7 @@ def recycle_restore(db: str, operator_name: str, entry_id: int) -> None:
 
     engine = open_engine(db)
     try:
-        entry = restore_from_bin(engine, cli_actor(engine, operator_name), entry_id,
+        entry = restore_from_bin(engine, actor, entry_id,
                                  system_clock())
     except _bin_errors() as exc:
         raise _refusal(exc) from None
@@ -190,12 +166,12 @@ def recycle_restore(db: str, operator_name: str, entry_id: int) -> None:
 
 @recycle_bin.command("purge")
 @db_option
-@operator_option
+@actor_option
 @click.argument("entry_id", type=click.IntRange(1, 2**31 - 1), required=False)
 @click.option("--all-expired", is_flag=True, help="Every entry whose retention is over.")
 @click.option("--retention-days", type=click.IntRange(1, 3650), default=None,
               help="Retention period (default: env ONECARD_RECYCLE_RETENTION_DAYS or 30).")
-def recycle_purge(db: str, operator_name: str, entry_id: int | None, all_expired: bool,
+def recycle_purge(db: str, actor, entry_id: int | None, all_expired: bool,
                   retention_days: int | None) -> None:
     """Remove deleted things for good (总部管理员 only, after the retention period)."""
     from hq_server.clock import system_clock
@@ -206,7 +182,7 @@ def recycle_purge(db: str, operator_name: str, entry_id: int | None, all_expired
         raise click.UsageError("give an ENTRY_ID or --all-expired")
     engine = open_engine(db)
     try:
-        actor = cli_actor(engine, operator_name)
+        actor = actor
         if all_expired:
             purged = purge_expired(engine, actor, system_clock(), retention_days)
         else:

@@ -8,10 +8,8 @@ import click
 from onecard.cli.options import (
     actor_option,
     authorised,
-    cli_actor,
     current_actor,
     db_option,
-    operator_option,
     optional_when_ms,
 )
 from protocol.money import MAX_FEN
@@ -148,20 +146,20 @@ def hq_card() -> None:
 
 @hq_card.command("list")
 @db_option
-@operator_option
+@actor_option
 @click.option("--state", default=None, help="blank, issued, open, lost, blocked, frozen, "
               "recalled or replaced.")
 @click.option("--store", default=None, help="Only cards issued at this store.")
 @click.option("--member", default=None, help="Only this member's cards.")
 @click.option("--product", default=None, help="Only cards of this card product.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
-def hq_card_list(db: str, operator: str, state: str | None, store: str | None,
+def hq_card_list(db: str, actor, state: str | None, store: str | None,
                  member: str | None, product: str | None, limit: int) -> None:
     """The cards you may see, by card id."""
     from hq_server.cards.registry import list_cards
     from hq_server.db.engine import open_engine
 
-    engine, actor, cursor, shown = open_engine(db), cli_actor(operator), None, 0
+    engine, cursor, shown = open_engine(db), None, 0
     while shown < limit:
         want = min(200, limit - shown)
         page = _card_refusals(lambda c=cursor, n=want: list_cards(
@@ -179,14 +177,14 @@ def hq_card_list(db: str, operator: str, state: str | None, store: str | None,
 
 @hq_card.command("show")
 @db_option
-@operator_option
+@actor_option
 @click.argument("card_id")
-def hq_card_show(db: str, operator: str, card_id: str) -> None:
+def hq_card_show(db: str, actor, card_id: str) -> None:
     """One card: state, product, member, issuing store, UIDs and history."""
     from hq_server.cards.registry import get_card
     from hq_server.db.engine import open_engine
 
-    c = _card_refusals(lambda: get_card(open_engine(db), cli_actor(operator), card_id))
+    c = _card_refusals(lambda: get_card(open_engine(db), actor, card_id))
     click.echo(f"{c['card_id']}  {c['state']}")
     click.echo(f"  product        {c['product'] or '-'}")
     click.echo(f"  member         {c['member_id'] or '-'}")
@@ -200,19 +198,19 @@ def hq_card_show(db: str, operator: str, card_id: str) -> None:
 
 @hq_card.command("add")
 @db_option
-@operator_option
+@actor_option
 @click.argument("card_id")
 @click.option("--store", required=True, help="The store holding the blank card.")
 @click.option("--product", default="", help="The card product it will be issued as.")
 @click.option("--uid", "uids", multiple=True, help="The chip's UID in hex (repeatable).")
-def hq_card_add(db: str, operator: str, card_id: str, store: str, product: str,
+def hq_card_add(db: str, actor, card_id: str, store: str, product: str,
                 uids: tuple[str, ...]) -> None:
     """Take a blank card into stock (白卡入库) so HQ knows it before it is issued."""
     from hq_server.cards.registry import register_card
     from hq_server.clock import system_clock
     from hq_server.db.engine import open_engine
 
-    c = _card_refusals(lambda: register_card(open_engine(db), cli_actor(operator), card_id,
+    c = _card_refusals(lambda: register_card(open_engine(db), actor, card_id,
                                              store=store, product=product, uids=uids,
                                              now_ms=system_clock()))
     click.echo(f"card {c['card_id']} registered blank at {c['issuing_store']}")

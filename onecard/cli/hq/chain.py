@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from onecard.cli.options import MAX_DOCUMENT_BYTES, cli_actor, db_option, operator_option
+from onecard.cli.options import MAX_DOCUMENT_BYTES, actor_option, db_option
 
 #: The version an edit is based on (HQ stores it in a 32-bit integer).
 VERSION = click.IntRange(1, 2**31 - 1)
@@ -81,60 +81,60 @@ def hq_region() -> None:
 
 @hq_region.command("add")
 @db_option
-@operator_option
+@actor_option
 @click.argument("region_id")
 @click.option("--name", required=True, help="The region's name, e.g. 华东.")
-def region_add(db: str, operator: str, region_id: str, name: str) -> None:
+def region_add(db: str, actor, region_id: str, name: str) -> None:
     """Add a region."""
     from hq_server.chain.stores import create_region
     from hq_server.db.engine import open_engine
 
-    r = _refusals(lambda: create_region(open_engine(db), cli_actor(operator), region_id, name,
+    r = _refusals(lambda: create_region(open_engine(db), actor, region_id, name,
                                         _now()))
     click.echo(f"region {r['region_id']} added (version {r['version']})")
 
 
 @hq_region.command("edit")
 @db_option
-@operator_option
+@actor_option
 @click.argument("region_id")
 @click.option("--version", type=VERSION, required=True,
               help="The version you are editing (from `hq region list`).")
 @click.option("--name", default=None)
-def region_edit(db: str, operator: str, region_id: str, version: int, name: str | None) -> None:
+def region_edit(db: str, actor, region_id: str, version: int, name: str | None) -> None:
     """Rename a region."""
     from hq_server.chain.stores import edit_region
     from hq_server.db.engine import open_engine
 
-    r = _refusals(lambda: edit_region(open_engine(db), cli_actor(operator), region_id,
+    r = _refusals(lambda: edit_region(open_engine(db), actor, region_id,
                                       version=version, name=name, now_ms=_now()))
     click.echo(f"region {r['region_id']} is now version {r['version']}")
 
 
 @hq_region.command("close")
 @db_option
-@operator_option
+@actor_option
 @click.argument("region_id")
 @click.option("--version", type=VERSION, required=True)
-def region_close(db: str, operator: str, region_id: str, version: int) -> None:
+def region_close(db: str, actor, region_id: str, version: int) -> None:
     """Close a region (its stores must be closed or moved first)."""
     from hq_server.chain.stores import edit_region
     from hq_server.db.engine import open_engine
 
-    _refusals(lambda: edit_region(open_engine(db), cli_actor(operator), region_id,
+    _refusals(lambda: edit_region(open_engine(db), actor, region_id,
                                   version=version, status="closed", now_ms=_now()))
     click.echo(f"region {region_id} closed")
 
 
 @hq_region.command("list")
 @db_option
-@operator_option
-def region_list(db: str, operator: str) -> None:
+@actor_option
+def region_list(db: str, actor) -> None:
     """The regions you may see."""
     from hq_server.chain.stores import list_regions
     from hq_server.db.engine import open_engine
 
-    found = _refusals(lambda: list_regions(open_engine(db), cli_actor(operator)))
+    found = _refusals(lambda: list_regions(open_engine(db), actor))
     for r in found:
         click.echo(f"{r['region_id']:<16} {r['status']:<7} v{r['version']:<4} {r['name']}")
     click.echo(f"{len(found)} regions")
@@ -149,7 +149,7 @@ def hq_store() -> None:
 
 @hq_store.command("add")
 @db_option
-@operator_option
+@actor_option
 @click.argument("store_id")
 @click.option("--name", required=True)
 @click.option("--region", default=None, help="The region it belongs to.")
@@ -158,14 +158,14 @@ def hq_store() -> None:
 @click.option("--hours", default=None,
               help='Opening hours as JSON or @FILE: {"mon": ["09:00-21:00"], ..., '
                    '"holidays": {"2026-10-01": []}}.')
-def store_add(db: str, operator: str, store_id: str, name: str, region: str | None,
+def store_add(db: str, actor, store_id: str, name: str, region: str | None,
               address: str, phone: str, hours: str | None) -> None:
     """Add a store, so terminals can be registered and enrolled for it."""
     from hq_server.chain.stores import create_store
     from hq_server.db.engine import open_engine
 
     opening = _hours(hours)
-    s = _refusals(lambda: create_store(open_engine(db), cli_actor(operator), store_id, name,
+    s = _refusals(lambda: create_store(open_engine(db), actor, store_id, name,
                                        region=region, address=address, phone=phone,
                                        opening_hours=opening, now_ms=_now()))
     click.echo(f"store {s['store_id']} added (version {s['version']})")
@@ -173,7 +173,7 @@ def store_add(db: str, operator: str, store_id: str, name: str, region: str | No
 
 @hq_store.command("edit")
 @db_option
-@operator_option
+@actor_option
 @click.argument("store_id")
 @click.option("--version", type=VERSION, required=True,
               help="The version you are editing (from `hq store show`).")
@@ -182,7 +182,7 @@ def store_add(db: str, operator: str, store_id: str, name: str, region: str | No
 @click.option("--address", default=None)
 @click.option("--phone", default=None)
 @click.option("--hours", default=None, help="Opening hours as JSON or @FILE.")
-def store_edit(db: str, operator: str, store_id: str, version: int, name: str | None,
+def store_edit(db: str, actor, store_id: str, version: int, name: str | None,
                region: str | None, address: str | None, phone: str | None,
                hours: str | None) -> None:
     """Change a store; refused when someone changed it since VERSION."""
@@ -197,37 +197,37 @@ def store_edit(db: str, operator: str, store_id: str, version: int, name: str | 
     if not changes:
         raise click.UsageError("nothing to change: give --name, --region, --address, "
                                "--phone or --hours")
-    s = _refusals(lambda: edit_store(open_engine(db), cli_actor(operator), store_id, changes,
+    s = _refusals(lambda: edit_store(open_engine(db), actor, store_id, changes,
                                      version=version, now_ms=_now()))
     click.echo(f"store {s['store_id']} is now version {s['version']}")
 
 
 @hq_store.command("close")
 @db_option
-@operator_option
+@actor_option
 @click.argument("store_id")
 @click.option("--version", type=VERSION, required=True)
-def store_close(db: str, operator: str, store_id: str, version: int) -> None:
+def store_close(db: str, actor, store_id: str, version: int) -> None:
     """Close a store (闭店): no new terminals; its records and cards stay."""
     from hq_server.chain.stores import close_store
     from hq_server.db.engine import open_engine
 
-    _refusals(lambda: close_store(open_engine(db), cli_actor(operator), store_id,
+    _refusals(lambda: close_store(open_engine(db), actor, store_id,
                                   version=version, now_ms=_now()))
     click.echo(f"store {store_id} closed")
 
 
 @hq_store.command("list")
 @db_option
-@operator_option
+@actor_option
 @click.option("--region", default=None)
 @click.option("--status", type=click.Choice(["active", "closed"]), default=None)
-def store_list(db: str, operator: str, region: str | None, status: str | None) -> None:
+def store_list(db: str, actor, region: str | None, status: str | None) -> None:
     """The stores you may see."""
     from hq_server.chain.stores import list_stores
     from hq_server.db.engine import open_engine
 
-    engine, actor, cursor, count = open_engine(db), cli_actor(operator), None, 0
+    engine, cursor, count = open_engine(db), None, 0
     while True:
         page = _refusals(lambda c=cursor: list_stores(engine, actor, region=region,
                                                       status=status, cursor=c, limit=200))
@@ -243,14 +243,14 @@ def store_list(db: str, operator: str, region: str | None, status: str | None) -
 
 @hq_store.command("show")
 @db_option
-@operator_option
+@actor_option
 @click.argument("store_id")
-def store_show(db: str, operator: str, store_id: str) -> None:
+def store_show(db: str, actor, store_id: str) -> None:
     """One store with its terminals."""
     from hq_server.chain.stores import get_store
     from hq_server.db.engine import open_engine
 
-    _show_store(_refusals(lambda: get_store(open_engine(db), cli_actor(operator), store_id)))
+    _show_store(_refusals(lambda: get_store(open_engine(db), actor, store_id)))
 
 
 COMMANDS = [hq_region, hq_store]

@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from onecard.cli.options import cli_actor, db_option, operator_option
+from onecard.cli.options import actor_option, db_option
 
 
 def _date(text: str | None, param: str) -> dt.date | None:
@@ -28,14 +28,14 @@ def hq_report() -> None:
 
 @hq_report.command("income")
 @db_option
-@operator_option
+@actor_option
 @click.option("--day", default=None, help="The day, e.g. 2026-12-02 (local time).")
 @click.option("--from", "first", default=None, help="First day of a period.")
 @click.option("--to", "last", default=None, help="Last day of a period (included).")
 @click.option("--store", default=None, help="Only this store.")
 @click.option("--utc-offset-minutes", type=click.IntRange(-720, 840), default=480,
               show_default=True, help="The chain's local time (480: China).")
-def hq_report_income(db: str, operator: str, day: str | None, first: str | None,
+def hq_report_income(db: str, actor, day: str | None, first: str | None,
                      last: str | None, store: str | None, utc_offset_minutes: int) -> None:
     """Income per store for a day or a period: cash taken, recharges, revenue by product."""
     from hq_server.db.engine import open_engine
@@ -55,7 +55,7 @@ def hq_report_income(db: str, operator: str, day: str | None, first: str | None,
     try:
         start, end = (day_bounds(the_day, utc_offset_minutes) if the_day is not None
                       else period_bounds(a, b, utc_offset_minutes))  # type: ignore[arg-type]
-        incomes = income_by_store(open_engine(db), cli_actor(operator), start, end,
+        incomes = income_by_store(open_engine(db), actor, start, end,
                                   store=store)
     except (ReportError, Forbidden) as exc:
         raise click.ClickException(str(exc)) from None

@@ -4,6 +4,8 @@ chain-wide readers), from the service, the API and the CLI."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
@@ -14,8 +16,8 @@ from hq_server.api.dependencies import current_actor
 from hq_server.audit.log import record_action
 from hq_server.audit.query import AuditFilter, BadAuditFilter, list_actions
 from hq_server.operators.access import Forbidden
-from hq_server.operators.accounts import create_operator
 from onecard.cli.hq import group
+from tests.cli_login import sign_in_cli
 from tests.hq_records import STORES, store_engine, url_of
 from tests.hq_server.audit.helpers import (
     ADMIN,
@@ -113,12 +115,14 @@ def test_api_needs_an_operator(engine):
     assert answer.status_code == 401
 
 
-def test_cli_lists_as_a_named_operator(engine):
-    create_operator(engine, "alice", "correct horse battery", "admin")
+def test_cli_lists_as_the_signed_in_operator(engine, monkeypatch):
     runner = CliRunner()
-    out = runner.invoke(group, ["audit", "--db", url_of(engine), "--operator", "alice",
-                                "--target", "member:M1"])
+    monkeypatch.delenv("ONECARD_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(Path(url_of(engine).split("///", 1)[-1]).parent)
+                       if url_of(engine).startswith("sqlite") else "/nonexistent-home")
+    nobody = runner.invoke(group, ["audit", "--db", url_of(engine)])
+    assert nobody.exit_code == 1 and "sign in first" in nobody.output
+    sign_in_cli(url_of(engine), monkeypatch, "alice")
+    out = runner.invoke(group, ["audit", "--db", url_of(engine), "--target", "member:M1"])
     assert out.exit_code == 0, out.output
     assert [line.split()[0] for line in out.output.splitlines()] == ["5", "2"]
-    unknown = runner.invoke(group, ["audit", "--db", url_of(engine), "--operator", "zed"])
-    assert unknown.exit_code == 1 and "no active HQ operator" in unknown.output

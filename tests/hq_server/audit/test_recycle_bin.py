@@ -17,7 +17,6 @@ from hq_server.audit.query import AuditFilter, list_actions
 from hq_server.audit.verify import verify_audit
 from hq_server.clock import system_clock
 from hq_server.operators.access import Actor, Forbidden, NotVisible, Place
-from hq_server.operators.accounts import create_operator
 from hq_server.recycle.bin import (
     DAY_MS,
     AlreadyInBin,
@@ -33,6 +32,7 @@ from hq_server.recycle.bin import (
 )
 from hq_server.recycle.registry import BinKind, register, unregister
 from onecard.cli.hq import group
+from tests.cli_login import sign_in_cli
 from tests.hq_records import STORES, store_engine, url_of
 from tests.hq_server.audit.helpers import (
     ADMIN,
@@ -200,11 +200,11 @@ def test_api_restores_and_purges_with_problems_for_refusals(engine):
     assert _status(engine, "G1") == "active"
 
 
-def test_cli_lists_restores_and_purges(engine):
-    create_operator(engine, "alice", "correct horse battery", "admin")
+def test_cli_lists_restores_and_purges(engine, monkeypatch):
+    sign_in_cli(url_of(engine), monkeypatch, "alice")
     entry = delete_gadget(engine, ADMIN, "G3", S3, 1_000)  # long past its retention
     runner = CliRunner()
-    base = ["--db", url_of(engine), "--operator", "alice"]
+    base = ["--db", url_of(engine)]
     listed = runner.invoke(group, ["recycle-bin", "list", *base])
     assert listed.exit_code == 0 and "gadget" in listed.output and "G3" in listed.output
     usage = runner.invoke(group, ["recycle-bin", "purge", *base])

@@ -45,8 +45,17 @@ SAMPLES: dict[str, Any] = {
     "username": lambda caller: "target-s1",
     "card_id": lambda caller: "STAFF-S1",
     "token_id": lambda caller: TOKENS.get(caller, UNKNOWN),  # one's own is "in scope"
+    "store_id": lambda caller: "S1",
+    "region_id": lambda caller: "north",
+    "entry_id": lambda caller: ENTRIES.get("S1", UNKNOWN),  # a thing of S1 in the bin
 }
+ENTRIES: dict[str, str] = {}  # store → a recycle-bin entry id of a thing deleted there
 UNKNOWN = "no-such-thing"
+#: Parameters whose ids are numbers: an unknown one is a number too.
+UNKNOWN_NUMBER = {"entry_id": "999999"}
+#: Chain-level things (a region is the chain's structure): only chain-wide operators
+#: change them, whatever their role allows elsewhere.
+CHAIN_LEVEL = {("PATCH", "/v1/regions/{region_id}")}
 
 #: Valid bodies, so that writes reach their scope check (others get ``{}``).
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -74,6 +83,11 @@ def client(tmp_path_factory):
                                             registered_at_ms=NOW))
     target = operator(engine, "target-s1", "cashier", "store:S1")
     admin = operator(engine, "boss", "hq_admin", "chain")
+    ENTRIES["S1"] = str(_deleted_thing_of_s1(engine, admin))
+    # the staff card's id names a member card of S1 too, for the card registry's routes
+    from hq_server.cards.registry import register_card
+
+    register_card(engine, admin, "STAFF-S1", store="S1", now_ms=NOW)
     assign_staff_card(admin, engine, "STAFF-S1", target.operator, "482913", NOW)
     for role, scopes in CALLERS.items():
         for where, scope in zip(("in", "out"), scopes, strict=True):
@@ -107,6 +121,23 @@ class OfflineBroker(SiteDeviceCA):
 def samples(path: str, caller: str | None) -> dict[str, str]:
     """The path's parameters naming things of store S1 (or ``caller``'s own)."""
     return {p: SAMPLES[p](caller) for p in SAMPLES if "{" + p + "}" in path}
+
+
+def _deleted_thing_of_s1(engine, admin) -> int:
+    """A thing of store S1 in the recycle bin (a kind of this test's own)."""
+    from hq_server.operators.access import Place
+    from hq_server.recycle.bin import CannotRestore, put_in_bin
+    from hq_server.recycle.registry import BinKind, register
+
+    def nothing(conn, actor, target_id, now_ms) -> None:
+        # it stays in the bin, so every role in turn finds it there (409, not 404)
+        raise CannotRestore("the matrix test's thing never comes back")
+
+    register(BinKind(kind="matrix-thing", title="a thing of the matrix test",
+                     restore=nothing, purge=nothing))
+    with engine.begin() as conn:
+        return put_in_bin(conn, admin, "matrix-thing", "T1", place=Place("S1", "north"),
+                          label="T1", snapshot={"id": "T1"}, now_ms=NOW)
 
 
 def call(client: TestClient, method: str, path: str, caller: str | None,
@@ -168,11 +199,15 @@ def test_route_by_role_and_scope(client, method, path, permission):
             assert answer.status_code == 403, (role, answer.text)
             assert answer.json()["code"] == "forbidden"
             continue
+        if (method, path) in CHAIN_LEVEL and not CALLERS[role][0].startswith("chain"):
+            assert answer.status_code == 403 and answer.json()["code"] == "forbidden", (
+                role, answer.text)
+            continue
         assert answer.status_code not in (401, 403), (role, answer.status_code, answer.text)
         if scoped:
             assert answer.status_code != 404, (role, answer.text)
             unknown = call(client, method, path, inside,
-                           dict.fromkeys(samples(path, inside), UNKNOWN))
+                           {p: UNKNOWN_NUMBER.get(p, UNKNOWN) for p in samples(path, inside)})
             if CALLERS[role][1] is not None:  # the very same thing, asked from elsewhere
                 outside = call(client, method, path, f"{role.replace('_', '-')}-out",
                                samples(path, inside))
