@@ -121,7 +121,6 @@ def gate_db(db) -> str:
     """An HQ database that knows terminal gate-01 (commands to it are authorised)."""
     from hq_server.db.engine import open_engine
     from hq_server.devices.registry import add_device
-
     from tests.hq_records import known_store
 
     engine = open_engine(db)
