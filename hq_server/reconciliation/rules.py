@@ -161,7 +161,10 @@ def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView
         devices = sorted({w.first.device_id for w in group})
         unconfirmed = [w for w in group if w.first.flags & Flag.UNCONFIRMED_CARD_WRITE]
         evidence = {"counter": counter, "records": [e.evidence() for w in group for e in w.events]}
-        if len(devices) == 1 and len(unconfirmed) == len(group) - 1:
+        # Every write but one unconfirmed: the card was pulled away or the power went
+        # mid-write, and the card was used again (at that terminal or another) from the
+        # state it kept. One card, not two copies.
+        if len(unconfirmed) == len(group) - 1:
             found.append(Anomaly(f"unconfirmed_write:{card_id}:{counter}", card_id,
                                  "unconfirmed_write", "low",
                                  f"counter {counter} reused after an unconfirmed card write",

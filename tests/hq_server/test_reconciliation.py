@@ -113,6 +113,16 @@ def test_a_counter_reused_after_an_unconfirmed_write_is_only_low():
     assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
 
 
+def test_a_counter_reused_at_another_gate_after_an_unconfirmed_write_is_not_a_clone():
+    """Found by the simulator (seed 2): a card pulled away mid-write at g1 and used at g2
+    before g1 reported the write as unconfirmed is one card, not two copies."""
+    events = [SOLD, ev("g1", 1, 2, visits=(5, 4), flags=int(Flag.UNCONFIRMED_CARD_WRITE), t=10),
+              ev("g2", 1, 2, visits=(5, 4), t=20)]
+    assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
+    both_sure = [SOLD, ev("g1", 1, 2, visits=(5, 4), t=10), ev("g2", 1, 2, visits=(5, 4), t=20)]
+    assert kinds(reconcile_card("M1", both_sure, LedgerView())) == [("clone", "high")]
+
+
 def test_use_after_the_loss_report_is_a_late_denylist_hit():
     lost_at = T0 + 2500
     events = [SOLD, ev("g1", 1, 2, visits=(5, 4)), ev("g1", 2, 3, visits=(4, 3), flags=1),
