@@ -220,7 +220,10 @@ def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView
                         "low", f"purse shows {w.purse_before} fen at counter {counter}, "
                         f"{min(purses) - w.purse_before} less than the records say",
                         {"record": e.evidence(), "explained_fen": purses}))
-            visits = dict(previous[0][1])
+            # Go on from the previous write this one followed (its purse says which),
+            # not from whichever came first: after an unconfirmed write that never
+            # landed, the line goes on from the write that did.
+            visits = dict(next((v for p, v in previous if p == w.purse_before), previous[0][1]))
             for ev in w.events:
                 if not ev.product:
                     continue

@@ -123,6 +123,16 @@ def test_a_counter_reused_at_another_gate_after_an_unconfirmed_write_is_not_a_cl
     assert kinds(reconcile_card("M1", both_sure, LedgerView())) == [("clone", "high")]
 
 
+def test_the_value_line_goes_on_from_the_write_that_landed_not_the_unconfirmed_one():
+    """Found by the simulator (seed 33): an unconfirmed visit that never landed, then a
+    top-up from the card's real state; the next visit starts from that real state."""
+    events = [SOLD, ev("g1", 1, 2, visits=(5, 4), flags=int(Flag.UNCONFIRMED_CARD_WRITE), t=10),
+              ev("k1", 1, 2, Operation.RECHARGE, purse=(0, 500), product="", t=20),
+              ev("p1", 1, 3, Operation.DEBIT, purse=(500, 400), product="", t=30),
+              ev("g2", 1, 4, purse=(400, 400), visits=(5, 4), t=40)]
+    assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
+
+
 def test_use_after_the_loss_report_is_a_late_denylist_hit():
     lost_at = T0 + 2500
     events = [SOLD, ev("g1", 1, 2, visits=(5, 4)), ev("g1", 2, 3, visits=(4, 3), flags=1),

@@ -665,7 +665,9 @@ class SimWorld:
         kinds: dict[str, set[str]] = defaultdict(set)
         for card_id, kind in self._committed.execute("SELECT card_id, kind FROM anomalies"):
             kinds[card_id].add(kind)
-        copy_kinds = {"clone", "rollback"}
+        # A copy's reused counter that coincides with an unconfirmed write is classed
+        # as the unconfirmed write (low), which still puts the card in front of people.
+        copy_kinds = {"clone", "rollback", "unconfirmed_write"}
         for card in self.cards:
             # What the ledger owes the card per asset: its purse and visit accounts less
             # what it spent before the value behind it arrived (the unbacked accounts).
