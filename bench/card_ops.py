@@ -1,6 +1,6 @@
 """How long our card work takes, without a reader: figures printed, nothing asserted.
 
-Run: .venv/bin/python bench/card_ops.py
+Run: .venv/bin/python -m bench.card_ops
 
 Prints per-operation times (median of many) for: the pure visit decision, decoding the
 application from its blocks (3 AES-CMACs), and a whole gate visit through the in-process
@@ -13,12 +13,8 @@ for a real ACR122U) for a field figure.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from protocol.card_format import decode_application, image_blocks, uid_of_image
 from protocol.card_ops import take_visit

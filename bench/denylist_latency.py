@@ -1,6 +1,6 @@
 """From a loss report at HQ to a refused card at every online terminal: figures printed.
 
-Run: .venv/bin/python bench/denylist_latency.py [terminals] [reports]
+Run: .venv/bin/python -m bench.denylist_latency [terminals] [reports]
 
 Starts our broker, HQ's fleet service and ``terminals`` runtimes (gates, in this
 process, each with its own MQTT connection, outbox and local store). For each of
@@ -22,8 +22,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402

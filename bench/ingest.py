@@ -14,8 +14,8 @@ Each configuration gets a fresh broker and a fresh database. Workers and the pub
 devices run as separate processes, as they would in the field. The machine has 2 cores
 and may be shared: every line carries the 1-minute load average at its start.
 
-    .venv/bin/python bench/ingest.py                     # sqlite (+ postgresql if up), 1 and 2 workers
-    .venv/bin/python bench/ingest.py --records 20000 --store postgresql --workers 2
+    .venv/bin/python -m bench.ingest                     # sqlite (+ postgresql if up), 1 and 2 workers
+    .venv/bin/python -m bench.ingest --records 20000 --store postgresql --workers 2
 
 The run ends with one JSON line per configuration.
 """
@@ -37,8 +37,6 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 PG_URL = os.environ.get("ONECARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DEVICES = 2
 CARDS = 1000
@@ -48,7 +46,7 @@ CARDS = 1000
 
 
 def make_records(n: int, devices: int, seed: int = 1) -> tuple[dict[str, str], dict[str, list[bytes]]]:
-    """Signed, chained records from ``devices`` gates and tills: top-ups and spends.
+    """Signed, chained records from ``devices`` handhelds (tills): top-ups and spends.
 
     Returns public keys (hex) and each device's wires in sequence order.
     """
@@ -296,7 +294,7 @@ def end_to_end(store: str, workers: int, public: dict[str, str], wires: dict[str
     url, drop = fresh_database(store, workdir)
     engine = open_engine(url)
     for d, key in public.items():
-        add_device(engine, d, key, "store-0", "gate")
+        add_device(engine, d, key, f"store-{int(d[-2:]) % 2}", "handheld")
     broker, hq_password, passwords = start_broker(list(wires))
     ctx = mp.get_context("spawn")
     stop = ctx.Event()

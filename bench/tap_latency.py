@@ -19,7 +19,7 @@ Paths: ``pcsc`` (pyscard -> pcscd -> vpcd -> a reader with multi-block reads, as
 ACR1252U), ``pcsc-acr122u`` (the same with one block per APDU, as the ACR122U) and
 ``pn532`` (pyserial -> pty -> the PN532 emulator).
 
-    python bench/tap_latency.py --taps 100 [--path pcsc|pcsc-acr122u|pn532|all] [--seed 1]
+    python -m bench.tap_latency --taps 100 [--path pcsc|pcsc-acr122u|pn532|all] [--seed 1]
 
 Prints a table, then one JSON line per path with path, reader, taps, p50_ms, p95_ms,
 p99_ms, done_p99_ms, apdu_roundtrip_ms, commit_p50_ms, card_commands_per_tap.
@@ -40,8 +40,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from protocol.card_ops import take_visit  # noqa: E402
 from protocol.mifare import KeyType  # noqa: E402

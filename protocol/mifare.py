@@ -25,7 +25,7 @@ class CardRemoved(ReaderError):
     """The card left the field during an operation; a write may or may not have landed."""
 
 
-class AuthenticationFailed(ReaderError):
+class SectorAuthFailed(ReaderError):
     """The card refused the sector key (wrong key, or key type not allowed)."""
 
 

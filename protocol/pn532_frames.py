@@ -75,7 +75,7 @@ class FrameError(ValueError):
 
 
 @dataclass(frozen=True)
-class Ack:
+class AckFrame:
     pass
 
 
@@ -104,7 +104,7 @@ class BadChecksum:
     """A frame whose DCS did not match; the receiver should ask again (NACK)."""
 
 
-Event = Ack | Nack | ErrorFrame | Frame | BadChecksum
+Event = AckFrame | Nack | ErrorFrame | Frame | BadChecksum
 
 
 def build_frame(tfi: int, data: bytes) -> bytes:
@@ -179,7 +179,7 @@ class FrameParser:
                 return None, pos
             length, lcs = buf[pos + 2], buf[pos + 3]
             if length == 0x00 and lcs == 0xFF:
-                return Ack(), pos + 4
+                return AckFrame(), pos + 4
             if length == 0xFF and lcs == 0x00:
                 return Nack(), pos + 4
             if length == 0xFF and lcs == 0xFF:

@@ -22,7 +22,7 @@ the NXP MF1S50 datasheet says, where our code could notice a difference:
   tear the card is out of the field until :meth:`enter_field`.
 
 Refused operations raise :class:`~protocol.mifare.AccessDenied` (a real reader sees a
-NAK / ``63 00`` for all of them), wrong keys :class:`~protocol.mifare.AuthenticationFailed`.
+NAK / ``63 00`` for all of them), wrong keys :class:`~protocol.mifare.SectorAuthFailed`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Literal
 
 from protocol.card_format import decode_value_block, encode_value_block
 from protocol.keys import TRANSPORT_ACCESS, TRANSPORT_KEY, decode_access_bits
-from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType
+from protocol.mifare import AccessDenied, CardRemoved, KeyType, SectorAuthFailed
 
 BLOCKS = 64
 BLOCK_SIZE = 16
@@ -306,7 +306,7 @@ class MifareClassic1K:
             t = (sector_of(block) * 4 + 3) * 16
             stored = self._mem[t : t + 6] if key_type == KeyType.A else self._mem[t + 10 : t + 16]
             if KeyType(key_type) not in (KeyType.A, KeyType.B) or bytes(key) != bytes(stored):
-                raise AuthenticationFailed(
+                raise SectorAuthFailed(
                     f"sector {sector_of(block)} refused key {KeyType(key_type).name}"
                 )
             self._auth = (sector_of(block), KeyType(key_type))

@@ -42,7 +42,7 @@ import tty
 from typing import Any
 
 from protocol import pn532_frames as pn
-from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType, ReaderError
+from protocol.mifare import AccessDenied, CardRemoved, KeyType, ReaderError, SectorAuthFailed
 from simulators.card_field import CardField, card_uid
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class Pn532Emulator:
             self._asleep = False
             data = data[idx:]
         for event in self._parser.feed(data):
-            if isinstance(event, pn.Ack):
+            if isinstance(event, pn.AckFrame):
                 if self._waiting is not None:
                     self._waiting = None  # the host aborted the running command
             elif isinstance(event, pn.Nack):
@@ -391,7 +391,7 @@ class Pn532Emulator:
                     if len(key) != 6 or len(uid) != 4:
                         raise ValueError("auth needs a 6-byte key and 4 UID bytes")
                     if uid != card_uid(card)[-4:]:
-                        raise AuthenticationFailed("the UID in the auth command is not this card's")
+                        raise SectorAuthFailed("the UID in the auth command is not this card's")
                     card.authenticate(block, KeyType(cmd), key)
                     return b""
                 if cmd == pn.MIFARE_READ:
@@ -421,7 +421,7 @@ class Pn532Emulator:
         except CardRemoved:
             self._target = None
             return pn.STATUS_TIMEOUT, b""
-        except AuthenticationFailed:
+        except SectorAuthFailed:
             return pn.STATUS_MIFARE_AUTH_ERROR, b""
         except (AccessDenied, ReaderError):
             return pn.STATUS_RF_PROTOCOL_ERROR, b""

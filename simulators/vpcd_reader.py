@@ -28,7 +28,7 @@ from typing import Any
 
 from protocol import pcsc_apdu as apdu
 from protocol.card_format import decode_value_block, encode_value_block
-from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType, ReaderError
+from protocol.mifare import AccessDenied, CardRemoved, KeyType, ReaderError, SectorAuthFailed
 from simulators.card_field import CardField, card_uid
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class StorageCardReader:
             return self.field.card_io(card, lambda: self._execute(card, cmd))
         except CardRemoved:
             return None
-        except (AuthenticationFailed, AccessDenied, ReaderError, ValueError, IndexError):
+        except (SectorAuthFailed, AccessDenied, ReaderError, ValueError, IndexError):
             return apdu.SW_FAILED
 
     def _execute(self, card: Any, cmd: apdu.Command) -> bytes:

@@ -31,10 +31,10 @@ from protocol.card_state import CardState
 from protocol.keys import TRANSPORT_KEY, ChainKeys, trailer
 from protocol.mifare import (
     AccessDenied,
-    AuthenticationFailed,
     KeyType,
     MifareClassicLink,
     ReaderError,
+    SectorAuthFailed,
 )
 from protocol.products import Catalogue
 
@@ -117,7 +117,7 @@ class CardMemory:
 
     def read(self, *, for_write: bool = False) -> CardRead:
         """The card's newest valid state. Raises CardFormatError (not ours, tampered,
-        damaged, ...), AuthenticationFailed (keys of another chain, or a blank card),
+        damaged, ...), SectorAuthFailed (keys of another chain, or a blank card),
         CardRemoved."""
         try:
             blocks = self.read_blocks(for_write=for_write)
@@ -151,7 +151,7 @@ class CardMemory:
             before_last()
         try:
             self.link.write_block(*commit[-1])
-        except (AccessDenied, AuthenticationFailed):
+        except (AccessDenied, SectorAuthFailed):
             self._open = None
             return WriteStatus.NOT_WRITTEN  # the card refused the block: nothing stored
         except ReaderError:
@@ -184,7 +184,7 @@ class CardMemory:
             key_b = self.keys.key_b(self.uid, sector)
             try:
                 self.link.authenticate(sector * 4, KeyType.B, key_b)
-            except AuthenticationFailed:
+            except SectorAuthFailed:
                 self.link.authenticate(sector * 4, KeyType.A, TRANSPORT_KEY)
             for b in range(sector * 4, sector * 4 + 3):
                 self.link.write_block(b, blocks[b])

@@ -2,17 +2,17 @@
 
 from protocol.mifare import (
     AccessDenied,
-    AuthenticationFailed,
     CardRemoved,
     KeyType,
     MifareClassicLink,
     ReaderError,
     ReaderUnavailable,
+    SectorAuthFailed,
 )
 
 __all__ = [
     "AccessDenied",
-    "AuthenticationFailed",
+    "SectorAuthFailed",
     "CardRemoved",
     "KeyType",
     "MifareClassicLink",

@@ -12,7 +12,7 @@ Failure mapping, so the card layer can act:
   an empty answer) → :class:`CardRemoved`. A transmit that failed may still have been
   carried out by the card: the card layer's tear handling must re-read.
 * reader or daemon gone → :class:`ReaderUnavailable`.
-* ``63 00`` to authenticate → :class:`AuthenticationFailed`; to a read, write or value
+* ``63 00`` to authenticate → :class:`SectorAuthFailed`; to a read, write or value
   operation → :class:`AccessDenied` (access bits, or sector not authenticated).
 """
 
@@ -28,11 +28,11 @@ from smartcard import scard
 from protocol import pcsc_apdu as apdu
 from protocol.mifare import (
     AccessDenied,
-    AuthenticationFailed,
     CardRemoved,
     KeyType,
     ReaderError,
     ReaderUnavailable,
+    SectorAuthFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class PcscMifareLink:
             self._loaded_key = key
         command = apdu.authenticate(block, int(key_type), 0)
         self._last_auth = None
-        self._command(command, f"authenticate block {block}", refused=AuthenticationFailed)
+        self._command(command, f"authenticate block {block}", refused=SectorAuthFailed)
         self._last_auth = command
 
     def read_block(self, block: int) -> bytes:
@@ -140,7 +140,7 @@ class PcscMifareLink:
             log.info("reader %s reads one block at a time (answer %s)", self.reader,
                      sw.hex(" ").upper())
             self._learned(False)
-            self._command(self._last_auth, "authenticate again", refused=AuthenticationFailed)
+            self._command(self._last_auth, "authenticate again", refused=SectorAuthFailed)
             return self.read_blocks(block, count)
         if sw == apdu.SW_FAILED:
             raise AccessDenied(f"read blocks {block}..{block + count - 1}: the card refused (63 00)")
@@ -237,7 +237,7 @@ class PcscMifareLink:
 
 
 @dataclass(frozen=True)
-class CardEvent:
+class ReaderEvent:
     """A card arrived on (``present``) or left (``not present``) the reader ``reader``."""
 
     reader: str
@@ -294,7 +294,7 @@ class PcscReaders:
 
     # --- events ----------------------------------------------------------------------
 
-    def wait(self, timeout: float) -> list[CardEvent]:
+    def wait(self, timeout: float) -> list[ReaderEvent]:
         """Block up to ``timeout`` s for cards arriving or leaving; [] on timeout.
 
         Survives pcscd restarts and reader unplugging (it waits for them to return).
@@ -314,12 +314,12 @@ class PcscReaders:
             if events:
                 return events
 
-    def _wait_once(self, timeout: float) -> list[CardEvent]:
+    def _wait_once(self, timeout: float) -> list[ReaderEvent]:
         present = self.readers()
-        events: list[CardEvent] = []
+        events: list[ReaderEvent] = []
         for gone in [r for r in self._states if r not in present]:
             if self._states.pop(gone) & scard.SCARD_STATE_PRESENT:
-                events.append(CardEvent(gone, False, at=time.perf_counter()))
+                events.append(ReaderEvent(gone, False, at=time.perf_counter()))
         if events:
             return events
         query = [(r, self._states.get(r, scard.SCARD_STATE_UNAWARE)) for r in present]
@@ -340,14 +340,14 @@ class PcscReaders:
             now_present = bool(event_state & scard.SCARD_STATE_PRESENT) and not (
                 event_state & (scard.SCARD_STATE_MUTE | scard.SCARD_STATE_UNAVAILABLE))
             if now_present != was:
-                events.append(CardEvent(name, now_present, bytes(atr), now))
+                events.append(ReaderEvent(name, now_present, bytes(atr), now))
             elif now_present and before is not None and (before >> 16) != (event_state >> 16):
                 # taken away and put back between two polls: report both
-                events.append(CardEvent(name, False, at=now))
-                events.append(CardEvent(name, True, bytes(atr), now))
+                events.append(ReaderEvent(name, False, at=now))
+                events.append(ReaderEvent(name, True, bytes(atr), now))
         return events
 
-    def wait_for_card(self, timeout: float, reader: str | None = None) -> CardEvent | None:
+    def wait_for_card(self, timeout: float, reader: str | None = None) -> ReaderEvent | None:
         """The next card arrival (on ``reader``, or any watched reader), or None."""
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:

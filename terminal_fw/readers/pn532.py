@@ -11,7 +11,7 @@ Failure mapping:
 * InDataExchange status ``01`` (timeout: no card answered), ``29``/``2B`` (target
   released / card disappeared) or ``27`` (no target any more) → :class:`CardRemoved`;
   the operation may or may not have reached the card's EEPROM.
-* status ``14`` → :class:`AuthenticationFailed`; any other status → :class:`AccessDenied`.
+* status ``14`` → :class:`SectorAuthFailed`; any other status → :class:`AccessDenied`.
 * no ACK after a retry with wake-up, or the port failing → :class:`ReaderUnavailable`;
   :meth:`Pn532.reopen` gets the reader back when the port returns.
 """
@@ -27,11 +27,11 @@ import serial
 from protocol import pn532_frames as pn
 from protocol.mifare import (
     AccessDenied,
-    AuthenticationFailed,
     CardRemoved,
     KeyType,
     ReaderError,
     ReaderUnavailable,
+    SectorAuthFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class Pn532:
             event = self._event(deadline)
             if event is None:
                 return False
-            if isinstance(event, pn.Ack):
+            if isinstance(event, pn.AckFrame):
                 return True
             if isinstance(event, pn.ErrorFrame):
                 raise ReaderError("the PN532 answered with a syntax-error frame")
@@ -275,14 +275,14 @@ class Pn532MifareLink:
         if status in _CARD_GONE:
             raise CardRemoved(f"{what}: the card did not answer (status {status:02X})")
         if status == pn.STATUS_MIFARE_AUTH_ERROR:
-            raise AuthenticationFailed(f"{what}: the card refused the key")
+            raise SectorAuthFailed(f"{what}: the card refused the key")
         raise refused(f"{what}: the card refused (status {status:02X})")
 
     def authenticate(self, block: int, key_type: KeyType, key: bytes) -> None:
         if len(key) != 6:
             raise ValueError("a MIFARE key is 6 bytes")
         self._exchange(bytes([int(key_type), block]) + bytes(key) + self._uid[-4:],
-                       f"authenticate block {block}", refused=AuthenticationFailed)
+                       f"authenticate block {block}", refused=SectorAuthFailed)
 
     def read_block(self, block: int) -> bytes:
         data = self._exchange(bytes([pn.MIFARE_READ, block]), f"read block {block}")

@@ -41,7 +41,7 @@ from protocol.card_format import CardFormatError, CardRead
 from protocol.card_ops import CardNeed, Done, TerminalContext, card_operation, check_denylist
 from protocol.card_state import CardState, Refusal, RefusalReason
 from protocol.keys import ChainKeys
-from protocol.mifare import AuthenticationFailed, CardRemoved, MifareClassicLink
+from protocol.mifare import CardRemoved, MifareClassicLink, SectorAuthFailed
 from protocol.record import SignedRecord, decode_wire
 from protocol.terminal_config import TerminalConfig
 from terminal_fw.card_memory import CardMemory, WriteStatus
@@ -196,7 +196,7 @@ class TapRunner:
         """The card's state; None for a card that is not ours yet (blank)."""
         try:
             return memory.read(for_write=True)
-        except AuthenticationFailed:
+        except SectorAuthFailed:
             return None
         except CardFormatError as exc:
             if exc.reason is RefusalReason.NOT_ONECARD:

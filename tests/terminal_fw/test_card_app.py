@@ -22,7 +22,7 @@ from protocol.card_ops import (
 )
 from protocol.card_state import RefusalReason
 from protocol.keys import TRANSPORT_KEY, trailer
-from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType
+from protocol.mifare import AccessDenied, CardRemoved, KeyType, SectorAuthFailed
 from protocol.record import Operation, check_consistency
 from simulators.mifare_classic import MifareClassic1K
 from terminal_fw.card_memory import CardMemory
@@ -46,7 +46,7 @@ def issued_card(purse: int = 0, uid: bytes = UID) -> MifareClassic1K:
 
 def test_issue_locks_the_sectors_with_diversified_keys() -> None:
     card = issued_card(5_000)
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(SectorAuthFailed):
         card.authenticate(4, KeyType.A, TRANSPORT_KEY)
     card.authenticate(8, KeyType.A, KEYS.key_a(UID, 2))
     assert card.read_block(8)[:4] == (5_000).to_bytes(4, "little")

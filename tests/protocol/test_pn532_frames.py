@@ -21,19 +21,19 @@ def test_ack_nack_error_and_frames_after_wakeup_junk():
     stream = (pn.WAKEUP + b"\x12\x34" + pn.ACK + pn.NACK + pn.ERROR_FRAME
               + pn.chip_response(pn.IN_RELEASE, b"\x00"))
     events = parser.feed(stream)
-    assert events == [pn.Ack(), pn.Nack(), pn.ErrorFrame(), pn.Frame(pn.TFI_PN532, b"\x53\x00")]
+    assert events == [pn.AckFrame(), pn.Nack(), pn.ErrorFrame(), pn.Frame(pn.TFI_PN532, b"\x53\x00")]
 
 
 def test_bad_checksum_is_reported_and_parsing_goes_on():
     bad = bytearray(pn.host_command(pn.GET_FIRMWARE_VERSION))
     bad[-2] ^= 0xFF
     events = pn.FrameParser().feed(bytes(bad) + pn.ACK)
-    assert events == [pn.BadChecksum(), pn.Ack()]
+    assert events == [pn.BadChecksum(), pn.AckFrame()]
 
 
 def test_bad_length_checksum_is_skipped_as_junk():
     events = pn.FrameParser().feed(b"\x00\x00\xff\x05\x00" + pn.ACK)
-    assert events == [pn.Ack()]
+    assert events == [pn.AckFrame()]
 
 
 def test_extended_frame_round_trip():

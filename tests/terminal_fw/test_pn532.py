@@ -13,10 +13,10 @@ from protocol import pn532_frames as pn
 from protocol.card_format import decode_value_block, encode_value_block
 from protocol.mifare import (
     AccessDenied,
-    AuthenticationFailed,
     CardRemoved,
     KeyType,
     ReaderUnavailable,
+    SectorAuthFailed,
 )
 from simulators.card_field import CardField
 from simulators.mifare_classic import MifareClassic1K
@@ -61,7 +61,7 @@ class RawHost:
 
     def command(self, code: int, params: bytes = b"") -> pn.Frame:
         self.send(pn.host_command(code, params))
-        assert self.expect() == pn.Ack()
+        assert self.expect() == pn.AckFrame()
         frame = self.expect()
         assert isinstance(frame, pn.Frame) and frame.code == code + 1, frame
         return frame
@@ -91,7 +91,7 @@ def test_mifare_operations_and_refusals(emulator, chip):
     card = MifareClassic1K.blank(UID)
     emulator.field.place(card)
     link = chip.wait_for_card(2.0)
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(SectorAuthFailed):
         link.authenticate(4, KeyType.A, b"\x01" * 6)
     link.authenticate(4, KeyType.A, TRANSPORT)
     link.write_block(5, encode_value_block(1000, 5))
@@ -156,7 +156,7 @@ def test_emulator_wire_behaviour(emulator, host):
     host.command(pn.SAM_CONFIGURATION, b"\x01\x14\x01")
     # unknown command: ACK then the syntax-error frame
     host.send(pn.host_command(0x7A))
-    assert host.expect() == pn.Ack()
+    assert host.expect() == pn.AckFrame()
     assert host.expect() == pn.ErrorFrame()
     # a frame with a bad checksum gets no answer at all
     bad = bytearray(pn.host_command(pn.GET_FIRMWARE_VERSION))
@@ -172,7 +172,7 @@ def test_emulator_wire_behaviour(emulator, host):
     # endless retries: the command waits for a card; a host ACK aborts it
     host.command(pn.RF_CONFIGURATION, b"\x05\xff\x01\xff")
     host.send(pn.host_command(pn.IN_LIST_PASSIVE_TARGET, b"\x01\x00"))
-    assert host.expect() == pn.Ack()
+    assert host.expect() == pn.AckFrame()
     assert host.expect(timeout=0.3) is None
     host.send(pn.ACK)
     emulator.field.place(MifareClassic1K.blank(UID))

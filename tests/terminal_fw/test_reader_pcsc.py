@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from protocol.card_format import decode_value_block, encode_value_block
-from protocol.mifare import AccessDenied, AuthenticationFailed, CardRemoved, KeyType, ReaderError
+from protocol.mifare import AccessDenied, CardRemoved, KeyType, ReaderError, SectorAuthFailed
 from simulators.mifare_classic import MifareClassic1K
 from tests import pcsc_fixtures
 
@@ -45,7 +45,7 @@ def test_uid_auth_read_write(vpcd_pair, readers):
     card = MifareClassic1K.blank(UID_A)
     with tap(readers, entry, card) as link:
         assert link.uid() == UID_A
-        with pytest.raises(AuthenticationFailed):
+        with pytest.raises(SectorAuthFailed):
             link.authenticate(4, KeyType.A, b"\x00" * 6)
         with pytest.raises(AccessDenied):
             link.read_block(4)  # the failed authentication left the sector closed

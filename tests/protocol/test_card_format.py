@@ -214,7 +214,7 @@ def test_worked_example_in_the_doc_matches_the_code() -> None:
     from protocol.keys import ONECARD_ACCESS, encode_access_bits
     from protocol.products import date_of
 
-    text = (Path(__file__).parent.parent / "docs" / "card-format.md").read_text()
+    text = (Path(__file__).parents[2] / "docs" / "card-format.md").read_text()
     example = text.split("## 10. Worked example", 1)[1]
     state = CardState(
         card_id="M00001", purse_fen=12345, visits={"swim": 9, "gym": 12}, counter=5, chain_id=7,

@@ -14,10 +14,10 @@ from protocol.keys import (
 )
 from protocol.mifare import (
     AccessDenied,
-    AuthenticationFailed,
     CardRemoved,
     KeyType,
     MifareClassicLink,
+    SectorAuthFailed,
 )
 from simulators.mifare_classic import MifareClassic1K
 
@@ -64,7 +64,7 @@ def personalised() -> MifareClassic1K:
 
 def test_wrong_key_fails_and_drops_authentication() -> None:
     card = personalised()
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(SectorAuthFailed):
         card.authenticate(4, KeyType.A, TRANSPORT_KEY)
     with pytest.raises(AccessDenied):
         card.read_block(4)

@@ -120,7 +120,7 @@ def test_pn532_frame_parser_takes_any_bytes_and_stays_bounded(chunks: list[bytes
     parser = pn.FrameParser()
     for chunk in chunks:
         for event in parser.feed(chunk):
-            assert isinstance(event, pn.Ack | pn.Nack | pn.ErrorFrame | pn.Frame | pn.BadChecksum)
+            assert isinstance(event, pn.AckFrame | pn.Nack | pn.ErrorFrame | pn.Frame | pn.BadChecksum)
         assert parser.pending() <= pn.MAX_PENDING
 
 
