@@ -176,7 +176,8 @@ class SimTerminal:
         self.power = Power()
         outbox = SimOutbox(self.disk, self.power)
         self.writer = SimWriter(self.world.rng, self.power)
-        journal = IntentJournal(outbox, clock=self.clock)
+        journal = IntentJournal(outbox, clock=self.clock,
+                                new_id=lambda: f"{self.world.rng.getrandbits(64):016x}")
         config = self.world.config
         self.runner = TapRunner(self.identity, outbox, journal, KEYS, config=lambda: config,
                                 denylist=lambda: (), offline=lambda: False, clock=self.clock,
@@ -272,21 +273,60 @@ def _scratch_root() -> str | None:
 # --- HQ ---------------------------------------------------------------------------------
 
 
+class _HqFile:
+    """HQ's database file and engine, one per process and reused by every seed.
+
+    A seed starts from a fresh copy of the template; the engine (and so SQLAlchemy's
+    cache of compiled statements, which lives on the engine) stays, so a seed does not
+    compile every statement of ingest, the ledger and reconciliation again. Its pool
+    is emptied before the file is replaced and at every HQ crash, so no connection
+    carries anything from one seed, or one HQ life, to the next.
+    """
+
+    def __init__(self) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="onecard-sim-hq-", dir=_scratch_root()))
+        self.path = folder / "hq.db"
+        self.reset()
+        self.engine = open_engine(f"sqlite:///{self.path}", migrate=False)
+        self.hq: SimHq | None = None
+        self.commits = 0  # commits begun: the step checks re-read the ledger after one
+        event.listen(self.engine, "commit", self._before_commit)
+
+    def reset(self) -> None:
+        """A fresh HQ: the template's database, nothing of the previous seed."""
+        if getattr(self, "engine", None) is not None:
+            self.engine.dispose()
+        for extra in ("-wal", "-shm", "-journal"):
+            Path(f"{self.path}{extra}").unlink(missing_ok=True)
+        shutil.copyfile(_site_template()[2], self.path)
+
+    def _before_commit(self, conn: Any) -> None:
+        self.commits += 1
+        if self.hq is not None:
+            self.hq.before_commit()
+
+
+@functools.cache
+def _hq_file() -> _HqFile:
+    return _HqFile()
+
+
 class SimHq:
     """HQ ingest on its SQLite file: the real worker's commit, then its acks."""
 
-    def __init__(self, world: SimWorld, path: Path) -> None:
+    def __init__(self, world: SimWorld, file: _HqFile) -> None:
         self.world = world
-        self.path = path
+        self.file = file
         self.crash_armed = False
-        self.engine = open_engine(f"sqlite:///{path}", migrate=False)
-        event.listen(self.engine, "commit", self._before_commit)
+        file.engine.dispose()  # a new HQ process: no connection of the old one
+        self.engine = file.engine
+        file.hq = self
         self.worker = IngestWorker(self.engine, host="sim", port=0, username="hq", password="-",
                                    reconcile_every=None, rerequest_every=None, presence=False,
                                    denylist_every=None, clock=world.hq_clock)
         self.worker.client = SimClient(world.net, "hq")  # type: ignore[assignment]
 
-    def _before_commit(self, conn: Any) -> None:
+    def before_commit(self) -> None:
         if self.crash_armed:
             self.crash_armed = False
             raise HqCrash("HQ died before the batch's commit")
@@ -297,6 +337,7 @@ class SimHq:
 
     def close(self) -> None:
         self.worker.ingest.close()
+        self.file.hq = None
         self.engine.dispose()
 
 
@@ -316,7 +357,7 @@ class SimWorld:
     """Everything of one seed. ``bugs`` names planted bugs the invariants must catch
     (used only by the bench's proof that they can fail)."""
 
-    def __init__(self, seed: int, folder: Path) -> None:
+    def __init__(self, seed: int) -> None:
         self.seed = seed
         self.rng = Random(seed)
         self.now_ms = T0 + 3600_000
@@ -325,11 +366,12 @@ class SimWorld:
         self.config = _config()
         self.net = SimNetwork(self.rng, self.faults)
         self.net.on_ack = self._check_ack
-        desk_image, images, template = _site_template()
-        self.hq_path = folder / f"hq-{seed}.db"
-        shutil.copyfile(template, self.hq_path)
-        self.hq = SimHq(self, self.hq_path)
-        self._committed = sqlite3.connect(str(self.hq_path), isolation_level=None)
+        desk_image, images, _ = _site_template()
+        hq_file = _hq_file()
+        hq_file.reset()
+        self.hq_file = hq_file
+        self.hq = SimHq(self, hq_file)
+        self._committed = sqlite3.connect(str(hq_file.path), isolation_level=None)
         self.cards = [SimCard(f"M{n + 1:05d}", MifareClassic1K.from_mfd(img))
                       for n, img in enumerate(images)]
         self.extra_chips: list[tuple[SimCard, MifareClassic1K]] = []  # clones in use
@@ -342,6 +384,8 @@ class SimWorld:
             self.terminals[device_id] = SimTerminal(
                 self, device_id, role, desk_image if device_id == "desk-01" else None)
         self._cut_at: tuple[str, int] | None = None
+        self._decoded: list[tuple[Any, str]] | None = None
+        self._ledger_checked_at = -1  # HQ's commit count when the ledger was last checked
 
     def hq_clock(self) -> int:
         return self.now_ms
@@ -383,6 +427,9 @@ class SimWorld:
         for intent_id, n in self.openings.items():
             if n > 1 + self.lost_serve_marks[intent_id]:
                 self.fail(f"the gate opened {n} times for intent {intent_id}")
+        if self._ledger_checked_at == self.hq_file.commits:
+            return  # HQ committed nothing since the last check: the ledger is as it was
+        self._ledger_checked_at = self.hq_file.commits
         unbalanced = self._committed.execute(
             "SELECT asset, SUM(amount) FROM ledger_entries GROUP BY asset "
             "HAVING SUM(amount) != 0").fetchall()
@@ -506,7 +553,7 @@ class SimWorld:
         except HqCrash:
             self.faults["HQ crash mid-batch"] += 1
             self.hq.close()
-            self.hq = SimHq(self, self.hq_path)
+            self.hq = SimHq(self, self.hq_file)
 
     def _acks(self) -> None:
         t = self._terminal()
@@ -713,29 +760,73 @@ class SimWorld:
                 state = state_of(after)
                 if state is not None:
                     not_landed.add((t.device_id, state.card_id, state.counter))
-        records = [decode_wire(bytes(w)).record for (w,) in self._committed.execute(
-            "SELECT wire FROM records WHERE status = 'posted'")]
-        writes: dict[tuple[str, int], set[tuple[str, int]]] = defaultdict(set)
+        records = [r for r, status in self._records() if status == "posted"]
+        # A card's writes, per counter: (device, time) -> its records.
+        writes: dict[tuple[str, int], dict[tuple[str, int], list[Any]]] = defaultdict(
+            lambda: defaultdict(list))
         for r in records:
-            writes[(r.card_id, r.card_counter)].add((r.device_id, r.device_time_ms))
+            writes[(r.card_id, r.card_counter)][(r.device_id, r.device_time_ms)].append(r)
+        unsure_flags = Flag.UNCONFIRMED_CARD_WRITE | Flag.CONFIRMED_ON_READBACK
         out: dict[str, Counter[str]] = defaultdict(Counter)
-        for r in records:
-            if not r.flags & Flag.UNCONFIRMED_CARD_WRITE:
-                continue
-            key = (r.device_id, r.card_id, r.card_counter)
-            if key in not_landed or len(writes[(r.card_id, r.card_counter)]) > 1:
-                out[r.card_id]["purse"] += r.purse_after - r.purse_before
+
+        def gone(card_id: str, recs: list[Any]) -> None:
+            for r in recs:
+                out[card_id]["purse"] += r.purse_after - r.purse_before
                 if r.product:
-                    out[r.card_id][r.product] += r.visits_after - r.visits_before
+                    out[card_id][r.product] += r.visits_after - r.visits_before
+
+        for (card_id, counter), group in writes.items():
+            if len(group) == 1:
+                recs = next(iter(group.values()))
+                r = recs[0]
+                if r.flags & Flag.UNCONFIRMED_CARD_WRITE and \
+                        (r.device_id, card_id, counter) in not_landed:
+                    gone(card_id, recs)
+                continue
+            # Several writes of one counter on one card: one landed (the card's line goes
+            # on from it: the next counter's write starts from its state, or the card
+            # shows it), the others its terminals could not be sure of never did.
+            goes_on = self._line_after(card_id, counter, writes)
+            ordered = sorted(group.values(), key=lambda recs: bool(recs[0].flags & unsure_flags))
+            landed = next((recs for recs in ordered if goes_on(recs)), ordered[0])
+            for recs in group.values():
+                if recs is not landed and recs[0].flags & unsure_flags:
+                    gone(card_id, recs)
         return out
+
+    def _line_after(self, card_id: str, counter: int,
+                    writes: dict[tuple[str, int], dict[tuple[str, int], list[Any]]]
+                    ) -> Callable[[list[Any]], bool]:
+        """Whether a write of ``counter`` left the state the card's line goes on from."""
+        following = writes.get((card_id, counter + 1))
+        if following:
+            starts = [(recs[0].purse_before, {r.product: r.visits_before for r in recs
+                                              if r.product}) for recs in following.values()]
+        else:
+            card = next(c for c in self.cards if c.card_id == card_id)
+            state = self._card_state(card)
+            starts = [(state.purse_fen, dict(state.visits))]
+
+        def goes_on(recs: list[Any]) -> bool:
+            purse = recs[-1].purse_after
+            visits = {r.product: r.visits_after for r in recs if r.product}
+            return any(p == purse and all(v.get(k, visits[k]) == visits[k] for k in visits)
+                       for p, v in starts)
+        return goes_on
+
+    def _records(self) -> list[tuple[Any, str]]:
+        """HQ's records, decoded once after healing (the end checks read them often)."""
+        if self._decoded is None:
+            self._decoded = [(decode_wire(bytes(w)).record, status) for w, status in
+                             self._committed.execute("SELECT wire, status FROM records")]
+        return self._decoded
 
     def _counter_reused(self, card_id: str) -> bool:
         """Whether two different writes of the card carry the same counter (a copy used)."""
         writes: dict[int, set[tuple[str, int]]] = defaultdict(set)
-        for (wire,) in self._committed.execute(
-                "SELECT wire FROM records WHERE card_id = ?", (card_id,)):
-            r = decode_wire(bytes(wire)).record
-            writes[r.card_counter].add((r.device_id, r.device_time_ms))
+        for r, _ in self._records():
+            if r.card_id == card_id:
+                writes[r.card_counter].add((r.device_id, r.device_time_ms))
         return any(len(w) > 1 for w in writes.values())
 
     def _card_state(self, card: SimCard) -> CardState:
@@ -751,17 +842,13 @@ class SimWorld:
                 t.runner.outbox.close()
 
 
-def run_seed(seed: int, *, steps: tuple[int, int] = (15, 45),
-             folder: Path | None = None) -> SeedReport:
+def run_seed(seed: int, *, steps: tuple[int, int] = (15, 45)) -> SeedReport:
     """Run one seed's schedule with every invariant checked; raises InvariantBroken
     (or whatever the code under test raised) with the seed in the message."""
-    own = folder is None
-    where = Path(tempfile.mkdtemp(prefix="onecard-seed-", dir=_scratch_root())) if own else folder
-    assert where is not None
     previous = failpoints.set_handler(None)
     world: SimWorld | None = None
     try:
-        world = SimWorld(seed, where)
+        world = SimWorld(seed)
         failpoints.set_handler(world._failpoint)
         n = Random(seed ^ 0x5EED).randint(*steps)
         for world.step_no in range(1, n + 1):
@@ -776,11 +863,6 @@ def run_seed(seed: int, *, steps: tuple[int, int] = (15, 45),
         failpoints.set_handler(previous)
         if world is not None:
             world.close()
-        if own:
-            shutil.rmtree(where, ignore_errors=True)
-        else:
-            for f in where.glob(f"hq-{seed}.db*"):
-                f.unlink()
 
 
 def replay_command(seed: int) -> str:
