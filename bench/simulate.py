@@ -3,7 +3,8 @@
 Each line is JSON with ``what``: seeds per second, steps per seed, faults injected by
 kind, and any failing seed with the command that replays it.
 
-    PYTHONPATH=. python bench/simulate.py --start 100000 --seconds 60
+    python -m bench.simulate --seeds 10000      # the issue's ten thousand, then figures
+    python -m bench.simulate --start 100000 --seconds 60
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--start", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=None, help="stop after (default: never)")
+    parser.add_argument("--seeds", type=int, default=None, help="stop after this many seeds")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
     faults: Counter[str] = Counter()
@@ -28,7 +30,8 @@ def main() -> None:
     began = last = time.perf_counter()
     seed = args.start
     try:
-        while args.seconds is None or time.perf_counter() - began < args.seconds:
+        while (args.seconds is None or time.perf_counter() - began < args.seconds) and \
+                (args.seeds is None or seeds < args.seeds):
             try:
                 report = run_seed(seed)
                 steps += report.steps

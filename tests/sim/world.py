@@ -351,6 +351,7 @@ class SeedReport:
     faults: Counter[str]
     taps: int
     records_ledgered: int
+    digest: str = ""  # of HQ's records: the same seed, the same bytes (intent ids too)
 
 
 class SimWorld:
@@ -858,7 +859,9 @@ def run_seed(seed: int, *, steps: tuple[int, int] = (15, 45)) -> SeedReport:
         world.step_no = n + 1
         world.heal()
         ledgered = world.check_end()
-        return SeedReport(seed, n, world.faults, world.taps, ledgered)
+        digest = hashlib.sha256(b"".join(bytes(w) for (w,) in world._committed.execute(
+            "SELECT wire FROM records ORDER BY device_id, seq"))).hexdigest()
+        return SeedReport(seed, n, world.faults, world.taps, ledgered, digest)
     finally:
         failpoints.set_handler(previous)
         if world is not None:
