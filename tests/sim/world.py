@@ -386,6 +386,7 @@ class SimWorld:
                 self, device_id, role, desk_image if device_id == "desk-01" else None)
         self._cut_at: tuple[str, int] | None = None
         self._decoded: list[tuple[Any, str]] | None = None
+        self.broken: InvariantBroken | None = None  # the first invariant seen broken
         self._ledger_checked_at = -1  # HQ's commit count when the ledger was last checked
 
     def hq_clock(self) -> int:
@@ -394,7 +395,12 @@ class SimWorld:
     # --- invariants checked as things happen ---------------------------------------
 
     def fail(self, what: str) -> None:
-        raise InvariantBroken(f"seed {self.seed}, step {self.step_no}: {what}")
+        """Raise the broken invariant, and remember it: the product may catch what it
+        raises inside its own code (the ack check runs in the worker's publish, inside
+        ``except Exception``), and the next step check raises it again."""
+        if self.broken is None:
+            self.broken = InvariantBroken(f"seed {self.seed}, step {self.step_no}: {what}")
+        raise self.broken
 
     def _check_ack(self, device_id: str, ack: Ack) -> None:
         """Acknowledgements never run ahead of commits: HQ's committed state (read by a
@@ -416,6 +422,8 @@ class SimWorld:
                 self.lost_serve_marks[intent_id] += 1
 
     def check_step(self) -> None:
+        if self.broken is not None:
+            raise self.broken
         for t in self.terminals.values():
             if not t.up:
                 continue
