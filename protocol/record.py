@@ -76,9 +76,15 @@ class Flag(enum.IntFlag):
     OFFLINE = 1  # decided while the terminal had no HQ connection
     UNDER_RISK_CAP = 2  # accepted under an offline risk cap (UID-only credentials)
     UNCONFIRMED_CARD_WRITE = 4  # the card write could not be confirmed (power cut)
+    #: the write's own answer was lost (power cut, card pulled); the card, read back at
+    #: a later tap, showed exactly the state it meant to leave. Another terminal's
+    #: identical write (same operation, same minute) would read the same, so HQ treats
+    #: a collision on its counter as one card, not a clone.
+    CONFIRMED_ON_READBACK = 8
 
 
-_KNOWN_FLAGS = int(Flag.OFFLINE | Flag.UNDER_RISK_CAP | Flag.UNCONFIRMED_CARD_WRITE)
+_KNOWN_FLAGS = int(Flag.OFFLINE | Flag.UNDER_RISK_CAP | Flag.UNCONFIRMED_CARD_WRITE
+                   | Flag.CONFIRMED_ON_READBACK)
 
 
 class Reason(enum.Enum):

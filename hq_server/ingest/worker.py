@@ -230,24 +230,30 @@ class IngestWorker:
                 size, prepared = self._prepared.get(timeout=0.2)
             except queue.Empty:
                 continue
-            try:
-                results = [self.ingest.commit(prepared)]
-            except ArchiveFailed:
-                raise  # committed but not archived: acknowledge nothing (a crash loop)
-            except Exception:
-                # Nothing of the batch is committed and nothing is acked. Try its records
-                # one by one, so one that cannot be stored (a bug, a full disk) does not
-                # hold back the others; what still fails stays on its device, which
-                # sends it again.
-                log.exception("ingest batch of %d failed; trying its records one by one", size)
-                results = self._one_by_one(prepared)
-            self.last_batch_ms, self.last_batch_size = self.clock(), size
-            for result in results:
-                self.totals.posted += result.posted
-                self.totals.duplicates += result.duplicates
-                self.totals.rejected.update(result.rejected)
-                for device_id, ack in result.acks.items():
-                    self.client.publish(ack_topic(device_id), ack.to_json(), qos=1)
+            self.commit_and_acknowledge(size, prepared)
+
+    def commit_and_acknowledge(self, size: int, prepared: Prepared) -> None:
+        """Commit a checked batch, then publish each device's ack: never before the
+        commit (and the archive of acknowledged records), since a device deletes what
+        its ack covers."""
+        try:
+            results = [self.ingest.commit(prepared)]
+        except ArchiveFailed:
+            raise  # committed but not archived: acknowledge nothing (a crash loop)
+        except Exception:
+            # Nothing of the batch is committed and nothing is acked. Try its records
+            # one by one, so one that cannot be stored (a bug, a full disk) does not
+            # hold back the others; what still fails stays on its device, which
+            # sends it again.
+            log.exception("ingest batch of %d failed; trying its records one by one", size)
+            results = self._one_by_one(prepared)
+        self.last_batch_ms, self.last_batch_size = self.clock(), size
+        for result in results:
+            self.totals.posted += result.posted
+            self.totals.duplicates += result.duplicates
+            self.totals.rejected.update(result.rejected)
+            for device_id, ack in result.acks.items():
+                self.client.publish(ack_topic(device_id), ack.to_json(), qos=1)
 
     def _one_by_one(self, prepared: Prepared) -> list[BatchResult]:
         results = []

@@ -147,6 +147,25 @@ def _writes(events: list[CardEvent]) -> dict[int, list[CardWrite]]:
     return out
 
 
+def _unsure(write: CardWrite, group: list[CardWrite]) -> bool:
+    """Whether the terminal that made ``write`` could not know it was its own: it could
+    not confirm it at all, or only by reading back a state another write of the same
+    counter also left (the same operation in the same minute leaves the same bytes)."""
+    flags = write.first.flags
+    if flags & Flag.UNCONFIRMED_CARD_WRITE:
+        return True
+    if flags & Flag.CONFIRMED_ON_READBACK:
+        return any(other is not write and _same_result(other, write) for other in group)
+    return False
+
+
+def _same_result(a: CardWrite, b: CardWrite) -> bool:
+    def result(w: CardWrite) -> tuple:
+        return tuple((e.operation, e.product, e.purse_before, e.purse_after, e.visits_before,
+                      e.visits_after) for e in w.events)
+    return result(a) == result(b)
+
+
 def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView,
                    denylisted: Iterable[DenylistPeriod] = ()) -> CardReport:
     """Compare a card's records with each other, with its ledger and its denylist history."""
@@ -159,9 +178,12 @@ def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView
         if len(group) < 2:
             continue
         devices = sorted({w.first.device_id for w in group})
-        unconfirmed = [w for w in group if w.first.flags & Flag.UNCONFIRMED_CARD_WRITE]
+        unsure = [w for w in group if _unsure(w, group)]
         evidence = {"counter": counter, "records": [e.evidence() for w in group for e in w.events]}
-        if len(devices) == 1 and len(unconfirmed) == len(group) - 1:
+        # At most one write its terminal was sure of: the card was pulled away or the
+        # power went mid-write, and the card was used again (at that terminal or
+        # another) from the state it kept. One card explains it, not two copies.
+        if len(unsure) >= len(group) - 1:
             found.append(Anomaly(f"unconfirmed_write:{card_id}:{counter}", card_id,
                                  "unconfirmed_write", "low",
                                  f"counter {counter} reused after an unconfirmed card write",
@@ -217,7 +239,10 @@ def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView
                         "low", f"purse shows {w.purse_before} fen at counter {counter}, "
                         f"{min(purses) - w.purse_before} less than the records say",
                         {"record": e.evidence(), "explained_fen": purses}))
-            visits = dict(previous[0][1])
+            # Go on from the previous write this one followed (its purse says which),
+            # not from whichever came first: after an unconfirmed write that never
+            # landed, the line goes on from the write that did.
+            visits = dict(next((v for p, v in previous if p == w.purse_before), previous[0][1]))
             for ev in w.events:
                 if not ev.product:
                     continue

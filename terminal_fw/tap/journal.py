@@ -75,9 +75,13 @@ class IntentJournal:
     tap's records and its intent's status change in one transaction.
     """
 
-    def __init__(self, store: Outbox, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Outbox, *, clock: Callable[[], float] = time.time,
+                 new_id: Callable[[], str] = lambda: secrets.token_hex(8)) -> None:
         self.store = store
         self.clock = clock
+        #: a new intent's id: random in production; the deterministic simulator draws
+        #: it from its seed, so a replayed seed names every intent the same
+        self.new_id = new_id
         self.store.execute(
             "CREATE TABLE IF NOT EXISTS intents (id TEXT PRIMARY KEY, uid TEXT NOT NULL,"
             " operation TEXT NOT NULL, serve INTEGER NOT NULL, seq_before INTEGER NOT NULL,"
@@ -103,7 +107,7 @@ class IntentJournal:
         """A new intent and its row, encoded; :meth:`insert` writes them durably (on another
         thread if need be: it then holds the interpreter only for the SQL)."""
         now = int(self.clock() * 1000)
-        intent = Intent(secrets.token_hex(8), uid, operation, serve, seq_before, before,
+        intent = Intent(self.new_id(), uid, operation, serve, seq_before, before,
                         done.state, done.records, Status.OPEN, now)
         row = (intent.id, uid.hex(), operation, int(serve), seq_before, state_json(before),
                state_json(done.state), json.dumps([r.encode().hex() for r in done.records]),

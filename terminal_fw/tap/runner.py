@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +100,8 @@ class TapRunner:
                  keys: ChainKeys, *, config: Callable[[], TerminalConfig],
                  denylist: Callable[[], Collection[str]], offline: Callable[[], bool],
                  guard: Callable[[], str | None] = lambda: None,
-                 clock: Callable[[], float] = time.time, operator: str = "") -> None:
+                 clock: Callable[[], float] = time.time, operator: str = "",
+                 writer: Executor | None = None) -> None:
         self.identity = identity
         self.outbox = outbox
         self.journal = journal
@@ -113,7 +114,9 @@ class TapRunner:
         self.clock = clock
         self.operator = operator
         self.lock = threading.RLock()
-        self._intent_writer: ThreadPoolExecutor | None = None
+        #: runs the disk writes that overlap card I/O; a thread of its own unless given
+        #: (the deterministic simulator passes one that it schedules itself)
+        self._intent_writer: Executor | None = writer
 
     def context(self, cfg: TerminalConfig, operator: str | None = None,
                 accepts: tuple[str, ...] | None = None) -> TerminalContext:
@@ -254,7 +257,7 @@ class TapRunner:
             self._intent_writer.shutdown(wait=True)
             self._intent_writer = None
 
-    def _writer(self) -> ThreadPoolExecutor:
+    def _writer(self) -> Executor:
         if self._intent_writer is None:
             self._intent_writer = ThreadPoolExecutor(1, thread_name_prefix="intent-writer")
         return self._intent_writer

@@ -7,7 +7,7 @@ time — and nothing else: no clock, no disk, no card. The runner
 (:mod:`terminal_fw.tap.runner`) carries the answer out. The rules in words:
 
 * the card shows the new state: the write landed. Sign the records if that has not
-  happened yet; a paid entry whose gate never opened is served now without charging
+  happened yet (flagged ``CONFIRMED_ON_READBACK`` when the write's own answer was lost); a paid entry whose gate never opened is served now without charging
   again, within :data:`SERVE_GRACE_S` of the tap;
 * the card shows the old state: nothing happened, the intent is abandoned;
 * the card shows a third state (used elsewhere meanwhile): the records go to HQ
@@ -82,7 +82,10 @@ def settle(intent: Intent, card_now: CardState | None, now_ms: int) -> Settlemen
         return Settlement(Status.DONE, sign=True)
     if intent.status is Status.OPEN:
         if landed:
-            return Settlement(_final(intent), sign=True,
+            # Landed as far as the card shows; the write's own answer never came, so
+            # the records say how it was confirmed (another terminal's identical write
+            # would look the same).
+            return Settlement(_final(intent), sign=True, flags=int(Flag.CONFIRMED_ON_READBACK),
                               then=Then.SERVE if intent.serve else Then.COMPLETED)
         if unchanged:
             return Settlement(Status.ABANDONED)

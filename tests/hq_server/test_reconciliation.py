@@ -122,6 +122,52 @@ def test_a_counter_reused_after_an_unconfirmed_write_is_only_low():
     assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
 
 
+def test_a_counter_reused_at_another_gate_after_an_unconfirmed_write_is_not_a_clone():
+    """Found by the simulator (seed 2): a card pulled away mid-write at g1 and used at g2
+    before g1 reported the write as unconfirmed is one card, not two copies."""
+    events = [SOLD, ev("g1", 1, 2, visits=(5, 4), flags=int(Flag.UNCONFIRMED_CARD_WRITE), t=10),
+              ev("g2", 1, 2, visits=(5, 4), t=20)]
+    assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
+    both_sure = [SOLD, ev("g1", 1, 2, visits=(5, 4), t=10), ev("g2", 1, 2, visits=(5, 4), t=20)]
+    assert kinds(reconcile_card("M1", both_sure, LedgerView())) == [("clone", "high")]
+
+
+def test_two_unconfirmed_writes_of_one_counter_at_two_terminals_are_not_a_clone():
+    """Found by the simulator (seeds 187, 1000137): a top-up torn at the kiosk, then an
+    entry at the gate from the state the card kept, torn as well. Neither terminal could
+    confirm its write; one card explains both, so it is low, not a clone."""
+    unsure = int(Flag.UNCONFIRMED_CARD_WRITE)
+    events = [SOLD, ev("k1", 1, 2, Operation.RECHARGE, purse=(0, 500), product="", flags=unsure,
+                       t=10),
+              ev("g1", 1, 2, visits=(5, 4), flags=unsure, t=20),
+              ev("k1", 2, 3, Operation.RECHARGE, purse=(0, 500), product="", t=30)]
+    assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
+
+
+def test_a_write_confirmed_only_by_reading_the_card_back_is_not_a_clone():
+    """Found by the simulator (seed 1000256): the power went at g2 mid-write; the card
+    then took the same entry at g1 in the same minute (the same bytes g2 meant to
+    write); g2, back up, read that state and took it for its own write. One card."""
+    readback = int(Flag.CONFIRMED_ON_READBACK)
+    events = [SOLD, ev("g2", 1, 2, visits=(5, 4), flags=readback, t=10),
+              ev("g1", 1, 2, visits=(5, 4), t=20)]
+    assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
+    # Read back a state the other write did not leave: two copies after all.
+    differs = [SOLD, ev("g2", 1, 2, visits=(5, 4), flags=readback, t=10),
+               ev("g1", 1, 2, Operation.RECHARGE, purse=(0, 500), product="", t=20)]
+    assert kinds(reconcile_card("M1", differs, LedgerView()))[0] == ("clone", "high")
+
+
+def test_the_value_line_goes_on_from_the_write_that_landed_not_the_unconfirmed_one():
+    """Found by the simulator (seed 33): an unconfirmed visit that never landed, then a
+    top-up from the card's real state; the next visit starts from that real state."""
+    events = [SOLD, ev("g1", 1, 2, visits=(5, 4), flags=int(Flag.UNCONFIRMED_CARD_WRITE), t=10),
+              ev("k1", 1, 2, Operation.RECHARGE, purse=(0, 500), product="", t=20),
+              ev("p1", 1, 3, Operation.DEBIT, purse=(500, 400), product="", t=30),
+              ev("g2", 1, 4, purse=(400, 400), visits=(5, 4), t=40)]
+    assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
+
+
 def test_use_after_the_loss_report_is_a_late_denylist_hit():
     lost_at = T0 + 2500
     events = [SOLD, ev("g1", 1, 2, visits=(5, 4)), ev("g1", 2, 3, visits=(4, 3), flags=1),

@@ -38,14 +38,20 @@ def intent(status: Status, *, serve: bool = True) -> Intent:
                   DONE.records, status, T0)  # type: ignore[union-attr]
 
 
+READBACK = int(Flag.CONFIRMED_ON_READBACK)
+
+
 def test_a_landed_paid_entry_is_recorded_and_the_member_let_in_free() -> None:
+    """Its write's own answer was lost: the records say it was confirmed by reading the
+    card back, since another terminal's identical write would read the same (seed
+    1000256 of the simulator)."""
     assert settle(intent(Status.OPEN), AFTER, T0 + 1000) == \
-        Settlement(Status.COMMITTED, sign=True, then=Then.SERVE)
+        Settlement(Status.COMMITTED, sign=True, flags=READBACK, then=Then.SERVE)
 
 
 def test_a_landed_write_that_serves_nobody_is_recorded_and_ends_the_tap() -> None:
     assert settle(intent(Status.OPEN, serve=False), AFTER, T0 + 1000) == \
-        Settlement(Status.DONE, sign=True, then=Then.COMPLETED)
+        Settlement(Status.DONE, sign=True, flags=READBACK, then=Then.COMPLETED)
 
 
 def test_a_write_that_never_landed_is_abandoned_and_the_tap_goes_on() -> None:
