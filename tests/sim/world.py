@@ -50,6 +50,7 @@ from terminal_fw.identity import DeviceIdentity
 from terminal_fw.tap import IntentJournal, Status, TapResult, TapRunner
 from terminal_fw.uplink import Uplink
 from tests.card_world import KEYS, T0
+from tests.hq_records import known_store
 from tests.sim.parts import HqCrash, Power, PowerCut, SimDisk, SimLink, SimOutbox, SimWriter
 
 STORE = "store-01"
@@ -235,6 +236,7 @@ def _site_template() -> tuple[bytes, tuple[bytes, ...], str]:
     folder = Path(tempfile.mkdtemp(prefix="onecard-sim-", dir=_scratch_root()))
     hq = folder / "template.db"
     engine = open_engine(f"sqlite:///{hq}")
+    known_store(engine, STORE)  # HQ registers terminals of stores it knows only
     for device_id, role in DEVICES:
         public = _key(device_id).public_key().public_bytes(serialization.Encoding.Raw,
                                                            serialization.PublicFormat.Raw)
