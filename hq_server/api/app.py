@@ -15,11 +15,12 @@ from sqlalchemy.engine import Engine
 
 from hq_server.api import problems
 from hq_server.api.dependencies import HqParts
-from hq_server.api.routers import devices, enrolment, health
+from hq_server.api.routers import devices, enrolment, health, members
 from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 
 #: The routers, in the order their routes appear in the OpenAPI document.
-ROUTERS = (health.router, enrolment.router, devices.router)
+ROUTERS = (health.router, enrolment.router, devices.router,
+           members.router)
 
 
 def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress) -> FastAPI:

@@ -37,6 +37,14 @@ from hq_server.api.common import (
     IdempotencyKeyReused,
 )
 from hq_server.devices.enrolment import EnrolmentError
+from hq_server.members.errors import (
+    DuplicateMobile,
+    FieldDefinitionInvalid,
+    ImportRefused,
+    MemberInvalid,
+    MemberStateConflict,
+    MergeRefused,
+)
 from hq_server.operators.access import Forbidden, NotVisible
 from hq_server.operators.accounts import AuthenticationFailed
 
@@ -74,6 +82,13 @@ TYPES: dict[str, tuple[str, int]] = {
     "idempotency-key-reused": ("The Idempotency-Key was used for another request", 422),
     "idempotency-in-progress": ("The first request with this Idempotency-Key still runs", 409),
     "edit-conflict": ("Changed by someone else since the version you edited", 409),
+    # members (hq_server.members.errors)
+    "member-invalid": ("The member's data breaks a rule", 422),
+    "duplicate-mobile": ("The mobile number belongs to another member", 409),
+    "member-state-conflict": ("The member is deleted or merged", 409),
+    "merge-refused": ("These members cannot be merged", 409),
+    "field-definition-invalid": ("The custom field definition breaks a rule", 422),
+    "import-refused": ("The import was not applied", 422),
 }
 
 #: Statuses every route may answer with a problem.
@@ -104,6 +119,8 @@ class Problem(BaseModel):
         default=None, description="edit-conflict: the resource as it is now")
     changed: list[str] | None = Field(
         default=None, description="edit-conflict: the fields changed since your version")
+    report: dict[str, Any] | None = Field(
+        default=None, description="import-refused: the row-by-row import report")
 
 
 def problem(code: str, detail: str, instance: str, *, status: int | None = None,
@@ -199,6 +216,22 @@ def _edit_conflict(request: Request, exc: EditConflict) -> JSONResponse:
                    extra={"current": exc.current, "changed": exc.changed})
 
 
+def _member_invalid(request: Request, exc: MemberInvalid) -> JSONResponse:
+    return problem("member-invalid", str(exc), request.url.path, errors=[
+        {"location": "body", "pointer": "/" + e.field.replace(".", "/"), "detail": e.reason,
+         "code": "invalid"} for e in exc.errors])
+
+
+def _import_refused(request: Request, exc: ImportRefused) -> JSONResponse:
+    report = getattr(exc.report, "as_dict", None)
+    return problem("import-refused", str(exc), request.url.path,
+                   extra={"report": report()} if report else None)
+
+
+def _simple(code: str) -> Callable[[Request, Exception], JSONResponse]:
+    return lambda request, exc: problem(code, str(exc), request.url.path)
+
+
 #: The domain errors a route may raise, and the problem each becomes: the one place
 #: where HQ's refusals turn into HTTP.
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
@@ -210,6 +243,12 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     IdempotencyKeyReused: _key_reused,
     IdempotencyInProgress: _key_in_progress,
     EditConflict: _edit_conflict,
+    MemberInvalid: _member_invalid,
+    DuplicateMobile: _simple("duplicate-mobile"),
+    MemberStateConflict: _simple("member-state-conflict"),
+    MergeRefused: _simple("merge-refused"),
+    FieldDefinitionInvalid: _simple("field-definition-invalid"),
+    ImportRefused: _import_refused,
 }
 
 

@@ -114,3 +114,30 @@ site_option = click.option(
 def operator_name() -> str:
     """Who runs this command, as HQ records it (``cli:<user>``)."""
     return f"cli:{os.environ.get('USER', 'root')}"
+
+
+operator_option = click.option(
+    "--operator", "operator", required=True, envvar="ONECARD_OPERATOR",
+    help="The HQ operator you act as (env ONECARD_OPERATOR); their role and scope decide "
+         "what you may do, and the audit log names them.")
+
+
+def cli_actor(engine, name: str):
+    """The :class:`~hq_server.operators.access.Actor` a command acts as: the named active
+    operator, with their role and scope (an operator of the ``admin`` role of old is an
+    HQ administrator). The operators work makes the command line log in; until then the
+    name must be an active operator of this HQ."""
+    from sqlalchemy import select
+
+    from hq_server.db.tables import operators
+    from hq_server.operators.access import Actor, Level, Scope
+
+    with engine.connect() as conn:
+        row = conn.execute(select(operators).where(operators.c.username == name)
+                           ).mappings().first()
+    if row is None or row["status"] != "active":
+        raise click.UsageError(f"no active operator {name[:64]!r} in this HQ")
+    role = {"admin": "hq_admin"}.get(row["role"], row["role"])
+    scope_text = row.get("scope") if hasattr(row, "get") else None
+    scope = Scope.parse(scope_text) if scope_text else Scope(Level.CHAIN)
+    return Actor(row["username"], role, scope, f"cli {operator_name()}")

@@ -7,13 +7,14 @@
   ``enrolment-token``, ``revoke-device``, ``fleet``, ``push-config``, ``command``
 * :mod:`.catalogue` — ``catalogue``, and ``rules`` (records that broke them)
 * :mod:`.operators` — ``create-admin``
+* :mod:`.members` — ``member`` (会员资料), ``member-field`` (custom fields)
 """
 
 from __future__ import annotations
 
 import click
 
-from onecard.cli.hq import cards, catalogue, devices, ledger, operators, process
+from onecard.cli.hq import cards, catalogue, devices, ledger, members, operators, process
 
 
 @click.group("hq",
@@ -23,6 +24,6 @@ def group() -> None:
     catalogue and operators."""
 
 
-for _module in (process, ledger, cards, devices, catalogue, operators):
+for _module in (process, ledger, cards, devices, catalogue, operators, members):
     for _command in _module.COMMANDS:
         group.add_command(_command)
