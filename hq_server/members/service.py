@@ -26,7 +26,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from hq_server.api.common import check_version, decode_cursor, encode_cursor, page_limit
+from hq_server.api.common import (
+    EditConflict,
+    check_version,
+    decode_cursor,
+    encode_cursor,
+    page_limit,
+)
 from hq_server.audit.log import record_action
 from hq_server.chain.places import place_of_store
 from hq_server.db.tables import (
@@ -89,6 +95,16 @@ def member_out(row: Any) -> dict[str, Any]:
                version=int(row["version"]), created_at_ms=int(row["created_at_ms"]),
                updated_at_ms=int(row["updated_at_ms"]))
     return out
+
+
+def _check_version(expected: int | None, current: dict[str, Any],
+                   based_on: dict[str, Any] | None) -> None:
+    """:func:`check_version`, naming only the fields an operator edits as changed."""
+    try:
+        check_version(expected, current, based_on)
+    except EditConflict as conflict:
+        raise EditConflict(current, [c for c in conflict.changed
+                                     if c not in ("updated_at_ms", "created_at_ms")]) from None
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict, dict]:
@@ -300,7 +316,7 @@ def update_member(actor: Actor, engine: Engine, member_id: str, changes: dict[st
         row = load_member(conn, actor, member_id, "members.write", lock=True)
         before = member_out(row)
         _editable(row)
-        check_version(expected_version, before, based_on)
+        _check_version(expected_version, before, based_on)
         out = _apply_changes(conn, actor, row, changes, now_ms, field_definitions(conn))
     return out
 
@@ -348,7 +364,7 @@ def _apply_changes(conn: Connection, actor: Actor, row: Any, changes: dict[str, 
         _check_mobile(conn, actor, row["member_id"], profile.get("mobile"))
         raise
     if done != 1:  # changed between our read and write (SQLite has no row lock)
-        check_version(int(row["version"]), member_out(_row(conn, row["member_id"])), before)
+        _check_version(int(row["version"]), member_out(_row(conn, row["member_id"])), before)
     after.update(version=version, updated_at_ms=now_ms)
     old, new = _changed(before, after)
     record_action(conn, actor, "member.update", "member", row["member_id"], old, new, now_ms)
@@ -364,7 +380,7 @@ def _set_status(actor: Actor, engine: Engine, member_id: str, permission: str,
             raise MemberStateConflict(f"member {member_id} is {row['status']}, not {want_from}")
         before = member_out(row)
         if expected_version is not None:
-            check_version(expected_version, before)
+            _check_version(expected_version, before, None)
         conn.execute(update(members).where(members.c.member_id == member_id)
                      .values(status=to, version=int(row["version"]) + 1, updated_at_ms=now_ms))
         after = {**before, "status": to, "version": int(row["version"]) + 1,
