@@ -98,13 +98,35 @@ def member_out(row: Any) -> dict[str, Any]:
 
 
 def _check_version(expected: int | None, current: dict[str, Any],
-                   based_on: dict[str, Any] | None) -> None:
-    """:func:`check_version`, naming only the fields an operator edits as changed."""
+                   based_on: dict[str, Any] | None, conn: Connection | None = None) -> None:
+    """:func:`check_version`, naming only the fields an operator edits as changed.
+
+    When the client did not send what it saw (``based_on``), the audit log knows: every
+    change of a member records the fields it changed and the version it made, so the
+    fields changed since ``expected`` are read from there."""
     try:
         check_version(expected, current, based_on)
     except EditConflict as conflict:
-        raise EditConflict(current, [c for c in conflict.changed
-                                     if c not in ("updated_at_ms", "created_at_ms")]) from None
+        changed = [c for c in conflict.changed if c not in ("updated_at_ms", "created_at_ms")]
+        if based_on is None and expected is not None and conn is not None:
+            changed = _changed_since(conn, current["member_id"], int(expected)) or changed
+        raise EditConflict(current, changed) from None
+
+
+def _changed_since(conn: Connection, member_id: str, version: int) -> list[str]:
+    from hq_server.db.tables import audit_log
+
+    fields: set[str] = set()
+    for (after,) in conn.execute(select(audit_log.c.after_json).where(
+            (audit_log.c.target_kind == "member") & (audit_log.c.target_id == member_id))
+            .order_by(audit_log.c.seq.desc()).limit(200)):
+        values = json.loads(after or "{}")
+        made = values.get("version")
+        if not isinstance(made, int) or made <= version:
+            break
+        fields.update(k for k in values if k not in ("version", "updated_at_ms", "merged",
+                                                     "cards_moved"))
+    return sorted(fields)
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict, dict]:
@@ -316,7 +338,7 @@ def update_member(actor: Actor, engine: Engine, member_id: str, changes: dict[st
         row = load_member(conn, actor, member_id, "members.write", lock=True)
         before = member_out(row)
         _editable(row)
-        _check_version(expected_version, before, based_on)
+        _check_version(expected_version, before, based_on, conn)
         out = _apply_changes(conn, actor, row, changes, now_ms, field_definitions(conn))
     return out
 
@@ -364,10 +386,12 @@ def _apply_changes(conn: Connection, actor: Actor, row: Any, changes: dict[str, 
         _check_mobile(conn, actor, row["member_id"], profile.get("mobile"))
         raise
     if done != 1:  # changed between our read and write (SQLite has no row lock)
-        _check_version(int(row["version"]), member_out(_row(conn, row["member_id"])), before)
+        _check_version(int(row["version"]), member_out(_row(conn, row["member_id"])), before,
+                       conn)
     after.update(version=version, updated_at_ms=now_ms)
     old, new = _changed(before, after)
-    record_action(conn, actor, "member.update", "member", row["member_id"], old, new, now_ms)
+    record_action(conn, actor, "member.update", "member", row["member_id"],
+                  {**old, "version": version - 1}, {**new, "version": version}, now_ms)
     return after
 
 
@@ -380,13 +404,14 @@ def _set_status(actor: Actor, engine: Engine, member_id: str, permission: str,
             raise MemberStateConflict(f"member {member_id} is {row['status']}, not {want_from}")
         before = member_out(row)
         if expected_version is not None:
-            _check_version(expected_version, before, None)
+            _check_version(expected_version, before, None, conn)
         conn.execute(update(members).where(members.c.member_id == member_id)
                      .values(status=to, version=int(row["version"]) + 1, updated_at_ms=now_ms))
         after = {**before, "status": to, "version": int(row["version"]) + 1,
                  "updated_at_ms": now_ms}
-        record_action(conn, actor, action, "member", member_id, {"status": want_from},
-                      {"status": to}, now_ms)
+        record_action(conn, actor, action, "member", member_id,
+                      {"status": want_from, "version": int(row["version"])},
+                      {"status": to, "version": int(row["version"]) + 1}, now_ms)
     return after
 
 
@@ -443,11 +468,14 @@ def merge_members(actor: Actor, engine: Engine, survivor_id: str, merged_id: str
         moved = move_cards(conn, merged_id, survivor_id)
         after_s = member_out(_row(conn, survivor_id))
         old, new = _changed(before_s, after_s)
-        record_action(conn, actor, "member.merge", "member", survivor_id, old,
-                      {**new, "merged": merged_id, "cards_moved": moved}, now_ms)
+        record_action(conn, actor, "member.merge", "member", survivor_id,
+                      {**old, "version": before_s["version"]},
+                      {**new, "version": after_s["version"], "merged": merged_id,
+                       "cards_moved": moved}, now_ms)
         record_action(conn, actor, "member.merged_into", "member", merged_id,
                       {"status": "active", "mobile": before_m["mobile"]},
-                      {"status": "merged", "merged_into": survivor_id}, now_ms)
+                      {"status": "merged", "merged_into": survivor_id,
+                       "version": before_m["version"] + 1}, now_ms)
     return after_s
 
 

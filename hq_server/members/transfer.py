@@ -453,8 +453,9 @@ def _apply(conn: Connection, actor: Actor, plans: list[_Plan], now_ms: int,
                                 "during the import; nothing was imported, try again")
         before = p.before or {}
         record_action(conn, actor, "member.update", "member", p.outcome.member_id,
-                      {k: before.get(k) for k in p.outcome.changed},
-                      {k: after.get(k) for k in p.outcome.changed}, now_ms)
+                      {**{k: before.get(k) for k in p.outcome.changed}, "version": p.version},
+                      {**{k: after.get(k) for k in p.outcome.changed},
+                       "version": p.version + 1}, now_ms)
 
 
 # --- export --------------------------------------------------------------------------------

@@ -162,7 +162,6 @@ def _version(if_match: str | None, body_version: int | None) -> int | None:
 
 
 class ListFilters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
     q: str | None = Field(default=None, max_length=100,
                           description="Card number, mobile (prefix), name or pinyin "
                                       "initials (zs finds 张三), ID or member number")
