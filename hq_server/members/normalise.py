@@ -88,13 +88,34 @@ def fold_name(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text or "").casefold().split())
 
 
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_READINGS: dict[str, str] = {}
+
+
+def _reading(ch: str) -> str:
+    """The most common pinyin of one Chinese character (cached: an import of 100,000
+    names looks up a few thousand characters, not 100,000 names)."""
+    reading = _READINGS.get(ch)
+    if reading is None:
+        from pypinyin import Style, lazy_pinyin
+
+        reading = _READINGS[ch] = (lazy_pinyin(ch, style=Style.NORMAL) or [""])[0]
+    return reading
+
+
 def _syllables(name: str) -> list[str]:
     """The name as pinyin syllables (Chinese characters) and words (anything else)."""
-    from pypinyin import Style, lazy_pinyin
-
     out: list[str] = []
-    for chunk in lazy_pinyin(fold_name(name), style=Style.NORMAL, errors="default"):
-        out.extend(w for w in re.split(r"[^0-9a-z]+", chunk.casefold()) if w)
+    word: list[str] = []
+    for ch in fold_name(name) + " ":
+        if _HAN.match(ch):
+            out.extend(w for w in re.split(r"[^0-9a-z]+", "".join(word)) if w)
+            word = []
+            if reading := _reading(ch):
+                out.append(reading)
+        else:
+            word.append(ch)
+    out.extend(w for w in re.split(r"[^0-9a-z]+", "".join(word)) if w)
     return out
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from hq_server.audit.log import record_action
+from hq_server.audit.log import record_action, record_actions
 from hq_server.chain.places import place_of_store
 from hq_server.db.bulk import bulk_execute
 from hq_server.db.tables import counters, members
@@ -434,9 +434,8 @@ def _apply(conn: Connection, actor: Actor, plans: list[_Plan], now_ms: int,
             bulk_execute(conn, "members.import.insert",
                          lambda: insert(members).values({c: bindparam(c) for c in columns}),
                          rows[i:i + 2000])
-    for r in rows:
-        record_action(conn, actor, "member.create", "member", r["member_id"], None,
-                      member_out(r), now_ms)
+    record_actions(conn, actor, [("member.create", "member", r["member_id"], None,
+                                  member_out(r)) for r in rows], now_ms)
     for p in plans:
         if p.outcome.action != "update":
             continue
