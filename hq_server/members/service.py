@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, union, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -643,8 +643,12 @@ def query_conditions(conn: Connection, actor: Actor, q: MemberQuery) -> list[Col
     if scope is not None:
         where.append(scope)
     if q.text:
+        # One index search per way the text may match, united: an OR of them all lets a
+        # planner fall back to scanning the whole table in member order (SQLite does).
         found = _text_conditions(conn, q.text)
-        where.append(or_(*found) if found else members.c.member_id.is_(None))
+        where.append(members.c.member_id.in_(union(
+            *(select(members.c.member_id).where(condition) for condition in found)))
+            if found else members.c.member_id.is_(None))
     if q.card_id:
         where.append(members.c.member_id == (member_of_card(conn, q.card_id.strip()) or ""))
     if q.mobile:

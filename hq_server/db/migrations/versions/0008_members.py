@@ -77,14 +77,22 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('member_id', name=op.f('pk_members')),
     sa.UniqueConstraint('mobile', name='uq_members_mobile')
     )
+    def where(column: str) -> dict[str, sa.TextClause]:
+        # mostly-empty columns: indexed where they hold a value (see tables.py)
+        condition = sa.text(f"{column} IS NOT NULL")
+        return {"sqlite_where": condition, "postgresql_where": condition}
+
     for column in _PATTERN_INDEXES:
         op.create_index(f'ix_members_{column}', 'members', [column], unique=False,
-                        postgresql_ops={column: 'varchar_pattern_ops'})
-    op.create_index('ix_members_id_number', 'members', ['id_number_norm'], unique=False)
+                        postgresql_ops={column: 'varchar_pattern_ops'},
+                        **(where(column) if column == "mobile_search" else {}))
+    op.create_index('ix_members_id_number', 'members', ['id_number_norm'], unique=False,
+                    **where('id_number_norm'))
     op.create_index('ix_members_store', 'members', ['store_id', 'member_id'], unique=False)
     op.create_index('ix_members_join_date', 'members', ['join_date'], unique=False)
     op.create_index('ix_members_birth_month', 'members', ['birth_month'], unique=False)
-    op.create_index('ix_members_referrer', 'members', ['referrer_id'], unique=False)
+    op.create_index('ix_members_referrer', 'members', ['referrer_id'], unique=False,
+                    **where('referrer_id'))
     op.create_table('member_fields',
     sa.Column('key', sa.String(length=40), nullable=False),
     sa.Column('label', sa.String(length=100), nullable=False),
