@@ -23,6 +23,7 @@ from hq_server.api.routers import (
     devices,
     enrolment,
     health,
+    members,
     operators,
     reports,
 )
@@ -31,7 +32,7 @@ from hq_server.devices.enrolment import BrokerAddress, DeviceAuthority
 
 #: The routers, in the order their routes appear in the OpenAPI document.
 ROUTERS = (health.router, enrolment.router, devices.router, operators.router, chain.router,
-           cards.router, reports.router, audit.router)
+           cards.router, members.router, reports.router, audit.router)
 
 
 def create_app(engine: Engine, authority: DeviceAuthority, broker: BrokerAddress,

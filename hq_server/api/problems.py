@@ -40,6 +40,14 @@ from hq_server.audit.query import BadAuditFilter
 from hq_server.cards.errors import CardError, CardNotFound
 from hq_server.chain.errors import ChainError, ChainNotFound
 from hq_server.devices.enrolment import EnrolmentError
+from hq_server.members.errors import (
+    DuplicateMobile,
+    FieldDefinitionInvalid,
+    ImportRefused,
+    MemberInvalid,
+    MemberStateConflict,
+    MergeRefused,
+)
 from hq_server.operators.access import Forbidden, NotVisible
 from hq_server.operators.errors import (
     AuthenticationFailed,
@@ -95,6 +103,13 @@ TYPES: dict[str, tuple[str, int]] = {
     "sign-in-throttled": ("Too many failed sign-ins", 429),
     "csrf-rejected": ("The request lacks the session's CSRF token", 403),
     "operator-refused": ("The operator, token or staff card was refused", 422),
+    # members (hq_server.members.errors)
+    "member-invalid": ("The member's data breaks a rule", 422),
+    "duplicate-mobile": ("The mobile number belongs to another member", 409),
+    "member-state-conflict": ("The member is deleted or merged", 409),
+    "merge-refused": ("These members cannot be merged", 409),
+    "field-definition-invalid": ("The custom field definition breaks a rule", 422),
+    "import-refused": ("The import was not applied", 422),
 }
 
 #: Statuses every route may answer with a problem.
@@ -125,6 +140,8 @@ class Problem(BaseModel):
         default=None, description="edit-conflict: the resource as it is now")
     changed: list[str] | None = Field(
         default=None, description="edit-conflict: the fields changed since your version")
+    report: dict[str, Any] | None = Field(
+        default=None, description="import-refused: the row-by-row import report")
 
 
 def problem(code: str, detail: str, instance: str, *, status: int | None = None,
@@ -238,6 +255,20 @@ def _csrf(request: Request, exc: CsrfRejected) -> JSONResponse:
 
 def _operator_refused(request: Request, exc: OperatorError) -> JSONResponse:
     return problem("operator-refused", str(exc), request.url.path)
+def _member_invalid(request: Request, exc: MemberInvalid) -> JSONResponse:
+    return problem("member-invalid", str(exc), request.url.path, errors=[
+        {"location": "body", "pointer": "/" + e.field.replace(".", "/"), "detail": e.reason,
+         "code": "invalid"} for e in exc.errors])
+
+
+def _import_refused(request: Request, exc: ImportRefused) -> JSONResponse:
+    report = getattr(exc.report, "as_dict", None)
+    return problem("import-refused", str(exc), request.url.path,
+                   extra={"report": report()} if report else None)
+
+
+def _simple(code: str) -> Callable[[Request, Exception], JSONResponse]:
+    return lambda request, exc: problem(code, str(exc), request.url.path)
 
 
 #: The domain errors a route may raise, and the problem each becomes: the one place
@@ -263,6 +294,12 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Request, Any], JSONResponse]] = {
     SignInThrottled: _throttled,
     CsrfRejected: _csrf,
     OperatorError: _operator_refused,
+    MemberInvalid: _member_invalid,
+    DuplicateMobile: _simple("duplicate-mobile"),
+    MemberStateConflict: _simple("member-state-conflict"),
+    MergeRefused: _simple("merge-refused"),
+    FieldDefinitionInvalid: _simple("field-definition-invalid"),
+    ImportRefused: _import_refused,
 }
 
 

@@ -99,3 +99,41 @@ def record_action(conn: Connection, actor: Actor, action: str, target_kind: str,
     conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     return AuditEntry(seq, now_ms, actor.operator, actor.role, actor.origin, action,
                       target_kind, target_id, before, after, prev, digest, store)
+
+
+def record_actions(conn: Connection, actor: Actor,
+                   actions: list[tuple[Any, ...]], now_ms: int) -> int:
+    """Append many actions of one operator at once (an import of 100,000 members), each
+    ``(action, target_kind, target_id, before, after[, place])`` its own chained row,
+    exactly as :func:`record_action` would write them one by one; the head is locked once
+    and the rows inserted in bulk. Returns the last sequence number."""
+    from hq_server.db.bulk import copy_rows
+    from hq_server.db.tables import audit_head, audit_log
+
+    if not actions:
+        return 0
+    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
+                        .where(audit_head.c.id == 1).with_for_update()).first()
+    if head is None:
+        conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
+                            .where(audit_head.c.id == 1).with_for_update()).one()
+    seq, prev = int(head[0]), str(head[1])
+    rows = []
+    for action, target_kind, target_id, before, after, *rest in actions:
+        place = rest[0] if rest else None
+        store = place.store if place is not None else None
+        seq += 1
+        digest = entry_hash(prev, seq, now_ms, actor.operator, actor.role, actor.origin,
+                            action, target_kind, target_id, before, after, store)
+        rows.append({"seq": seq, "at_ms": now_ms, "operator": actor.operator,
+                     "role": actor.role, "origin": actor.origin, "action": action,
+                     "target_kind": target_kind, "target_id": target_id,
+                     "before_json": None if before is None else _canonical(before),
+                     "after_json": None if after is None else _canonical(after),
+                     "prev_hash": prev, "hash": digest, "store": store})
+        prev = digest
+    for i in range(0, len(rows), 5000):
+        copy_rows(conn, audit_log, rows[i:i + 5000])
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+    return seq

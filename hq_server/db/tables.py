@@ -616,3 +616,102 @@ security_events = Table(
     Column("detail", String(200), nullable=False, server_default=""),
 )
 Index("security_events_at", security_events.c.at_ms)
+# --- members (会员资料; hq_server/members) ----------------------------------------------
+
+# One row per member. The profile columns are as operators typed them (text verbatim,
+# dates as YYYY-MM-DD, mobile in E.164); beside them the indexed columns search uses
+# (folded name, pinyin, initials, the digits of the mobile an operator types, the
+# month of birth). Operator-defined fields live in custom_json: no migration per field.
+# A deleted member keeps its row (status 'deleted', in the recycle bin); a merged one
+# stays as a pointer to the member it was merged into (status 'merged').
+members = Table(
+    "members",
+    metadata,
+    Column("member_id", String(32), primary_key=True),  # member number, 会员编号
+    Column("store_id", String(64), ForeignKey("stores.store_id"), nullable=True),
+    Column("category", String(32)),
+    Column("name", String(100), nullable=False),
+    Column("name_on_card", String(50)),
+    Column("gender", String(8)),
+    Column("nationality", String(64)),
+    Column("birthday", String(10)),
+    Column("id_number", String(32)),
+    Column("mobile", String(16)),
+    Column("home_phone", String(32)),
+    Column("home_address", String(300)),
+    Column("home_postcode", String(16)),
+    Column("billing_address", String(300)),
+    Column("billing_postcode", String(16)),
+    Column("email", String(254)),
+    Column("company", String(200)),
+    Column("title", String(100)),
+    Column("company_phone", String(32)),
+    Column("company_address", String(300)),
+    Column("join_date", String(10)),
+    Column("referrer_id", String(32), ForeignKey("members.member_id"), nullable=True),
+    Column("vip_name", String(100)),
+    Column("vip_birthday", String(10)),
+    Column("vip_address", String(300)),
+    Column("wedding_anniversary", String(10)),
+    Column("habits", Text),
+    Column("remark1", Text),
+    Column("remark2", Text),
+    Column("remark3", Text),
+    Column("custom_json", Text, nullable=False, server_default="{}"),
+    # search columns, derived from the profile (hq_server.members.profile.search_columns)
+    Column("name_norm", String(100), nullable=False),
+    Column("name_pinyin", String(200), nullable=False),
+    Column("name_initials", String(100), nullable=False),
+    Column("mobile_search", String(16)),
+    Column("id_number_norm", String(32)),
+    Column("birth_month", Integer),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("merged_into", String(32), ForeignKey("members.member_id"), nullable=True),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    CheckConstraint("status IN ('active', 'deleted', 'merged')", name="status"),
+    UniqueConstraint("mobile", name="uq_members_mobile"),
+)
+# Columns mostly empty are indexed where they hold a value: the planners' statistics of a
+# column full of NULLs would otherwise make them scan the table for an equality.
+_HAS = {c: members.c[c].isnot(None) for c in ("mobile_search", "id_number_norm",
+                                               "referrer_id")}
+Index("ix_members_mobile_search", members.c.mobile_search,
+      postgresql_ops={"mobile_search": "varchar_pattern_ops"},
+      sqlite_where=_HAS["mobile_search"], postgresql_where=_HAS["mobile_search"])
+Index("ix_members_name_norm", members.c.name_norm,
+      postgresql_ops={"name_norm": "varchar_pattern_ops"})
+Index("ix_members_name_pinyin", members.c.name_pinyin,
+      postgresql_ops={"name_pinyin": "varchar_pattern_ops"})
+Index("ix_members_name_initials", members.c.name_initials,
+      postgresql_ops={"name_initials": "varchar_pattern_ops"})
+Index("ix_members_id_number", members.c.id_number_norm,
+      sqlite_where=_HAS["id_number_norm"], postgresql_where=_HAS["id_number_norm"])
+Index("ix_members_store", members.c.store_id, members.c.member_id)
+Index("ix_members_join_date", members.c.join_date)
+Index("ix_members_birth_month", members.c.birth_month)
+Index("ix_members_referrer", members.c.referrer_id,
+      sqlite_where=_HAS["referrer_id"], postgresql_where=_HAS["referrer_id"])
+
+# The custom fields operators define (自定义字段); a retired field keeps its values.
+member_fields = Table(
+    "member_fields",
+    metadata,
+    Column("key", String(40), primary_key=True),
+    Column("label", String(100), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("max_length", Integer, nullable=False),
+    Column("choices_json", Text, nullable=False, server_default="[]"),
+    Column("default_json", Text, nullable=True),
+    Column("required", Boolean, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+# A member's ledger (visits, spend, last transactions) is read by card: index the
+# ledger's transactions by card and time.
+Index("ix_ledger_transactions_card", ledger_transactions.c.card_id,
+      ledger_transactions.c.posted_at_ms)

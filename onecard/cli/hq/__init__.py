@@ -13,6 +13,7 @@
   ``replay-archive``
 * :mod:`.operators` — ``login``, ``logout``, ``whoami``, ``operator``, ``api-token``,
   ``create-admin`` (the HQ machine's bootstrap)
+* :mod:`.members` — ``member`` (会员资料), ``member-field`` (custom fields)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from onecard.cli.hq import (
     chain,
     devices,
     ledger,
+    members,
     operators,
     process,
     reports,
@@ -39,6 +41,7 @@ def group() -> None:
     catalogue and operators."""
 
 
-for _module in (process, ledger, cards, devices, catalogue, operators, chain, reports, audit):
+for _module in (process, ledger, cards, devices, catalogue, operators, chain, reports, audit,
+                members):
     for _command in _module.COMMANDS:
         group.add_command(_command)

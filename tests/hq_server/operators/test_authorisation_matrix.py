@@ -48,6 +48,8 @@ SAMPLES: dict[str, Any] = {
     "store_id": lambda caller: "S1",
     "region_id": lambda caller: "north",
     "entry_id": lambda caller: ENTRIES.get("S1", UNKNOWN),  # a thing of S1 in the bin
+    "member_id": lambda caller: ENTRIES.get("member", UNKNOWN),  # a member of S1
+    "key": lambda caller: "locker",  # a custom member field (chain-level)
 }
 ENTRIES: dict[str, str] = {}  # store → a recycle-bin entry id of a thing deleted there
 UNKNOWN = "no-such-thing"
@@ -55,7 +57,7 @@ UNKNOWN = "no-such-thing"
 UNKNOWN_NUMBER = {"entry_id": "999999"}
 #: Chain-level things (a region is the chain's structure): only chain-wide operators
 #: change them, whatever their role allows elsewhere.
-CHAIN_LEVEL = {("PATCH", "/v1/regions/{region_id}")}
+CHAIN_LEVEL = {("PATCH", "/v1/regions/{region_id}"), ("DELETE", "/v1/member-fields/{key}")}
 
 #: Valid bodies, so that writes reach their scope check (others get ``{}``).
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -67,6 +69,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
                                 "role": "cashier", "scope": "store:S1"},
     ("POST", "/v1/enrolment-tokens"): {"store": "S1", "role": "gate"},
     ("POST", "/v1/api-tokens"): {"name": "matrix"},
+    ("POST", "/v1/members"): {"name": "New member", "mobile": "13800000002", "store_id": "S1"},
+    ("POST", "/v1/members/{member_id}/merge"): {"merged": "M-MATRIX-2"},
 }
 
 TOKENS: dict[str, str] = {}  # caller → a token id of their own, to use as a sample
@@ -88,6 +92,15 @@ def client(tmp_path_factory):
     from hq_server.cards.registry import register_card
 
     register_card(engine, admin, "STAFF-S1", store="S1", now_ms=NOW)
+    # a member of S1, and a custom member field of the chain
+    from hq_server.members.custom_fields import FieldDefinition
+    from hq_server.members.service import create_member, define_field
+
+    ENTRIES["member"] = create_member(admin, engine, {"name": "Matrix", "mobile": "13800000001",
+                                                      "store_id": "S1"}, NOW)["member_id"]
+    create_member(admin, engine, {"member_id": "M-MATRIX-2", "name": "Matrix two",
+                                  "mobile": "13800000003", "store_id": "S1"}, NOW)
+    define_field(admin, engine, FieldDefinition("locker", "Locker", "text"), NOW)
     assign_staff_card(admin, engine, "STAFF-S1", target.operator, "482913", NOW)
     for role, scopes in CALLERS.items():
         for where, scope in zip(("in", "out"), scopes, strict=True):
