@@ -398,6 +398,8 @@ def _apply_changes(conn: Connection, actor: Actor, row: Any, changes: dict[str, 
 def _set_status(actor: Actor, engine: Engine, member_id: str, permission: str,
                 want_from: str, to: str, action: str, expected_version: int | None,
                 now_ms: int) -> dict[str, Any]:
+    from hq_server.recycle.bin import put_in_bin, take_out_of_bin
+
     with engine.begin() as conn:
         row = load_member(conn, actor, member_id, permission, lock=True)
         if row["status"] != want_from:
@@ -409,16 +411,25 @@ def _set_status(actor: Actor, engine: Engine, member_id: str, permission: str,
                      .values(status=to, version=int(row["version"]) + 1, updated_at_ms=now_ms))
         after = {**before, "status": to, "version": int(row["version"]) + 1,
                  "updated_at_ms": now_ms}
+        place = _place(conn, row["store_id"])
         record_action(conn, actor, action, "member", member_id,
                       {"status": want_from, "version": int(row["version"])},
-                      {"status": to, "version": int(row["version"]) + 1}, now_ms)
+                      {"status": to, "version": int(row["version"]) + 1}, now_ms,
+                      place=place)
+        if to == "deleted":
+            put_in_bin(conn, actor, BIN_KIND, member_id, place=place,
+                       label=f"{member_id} {row['name']}", snapshot=before, now_ms=now_ms)
+        else:
+            take_out_of_bin(conn, actor, BIN_KIND, member_id, now_ms)
     return after
 
 
 def delete_member(actor: Actor, engine: Engine, member_id: str, now_ms: int, *,
                   expected_version: int | None = None) -> dict[str, Any]:
     """Move a member to the recycle bin (数据回收站): status ``deleted``, kept with its
-    cards and history, hidden from searches; :func:`restore_member` undoes it."""
+    cards and history, hidden from searches; restored by :func:`restore_member` or from the
+    bin (``onecard hq recycle-bin restore``); only an administrator purges it, after the
+    retention period (:func:`_purge_in_bin` erases the personal data for good)."""
     return _set_status(actor, engine, member_id, "members.delete", "active", "deleted",
                        "member.delete", expected_version, now_ms)
 
@@ -428,6 +439,52 @@ def restore_member(actor: Actor, engine: Engine, member_id: str, now_ms: int, *,
     """Bring a deleted member back from the recycle bin, as it was."""
     return _set_status(actor, engine, member_id, "recycle.restore", "deleted", "active",
                        "member.restore", expected_version, now_ms)
+
+
+#: The recycle bin's name for members (hq_server.recycle).
+BIN_KIND = "member"
+
+
+def _restore_in_bin(conn: Connection, actor: Actor, member_id: str, now_ms: int) -> None:
+    """The bin's restore of a member (inside the bin's transaction, which audits it)."""
+    from hq_server.recycle.bin import CannotRestore
+
+    row = conn.execute(select(members.c.status, members.c.version, members.c.mobile)
+                       .where(members.c.member_id == member_id)).first()
+    if row is None or row[0] != "deleted":
+        raise CannotRestore(f"member {member_id} is not deleted")
+    conn.execute(update(members).where(members.c.member_id == member_id)
+                 .values(status="active", version=int(row[1]) + 1, updated_at_ms=now_ms))
+
+
+#: What purging keeps of a member: the number (cards and the ledger name it) and the
+#: store; every other personal field is erased.
+_KEPT_ON_PURGE = {"member_id", "store_id", "status", "merged_into", "version",
+                  "created_at_ms", "updated_at_ms"}
+
+
+def _purge_in_bin(conn: Connection, actor: Actor, member_id: str, now_ms: int) -> None:
+    """The bin's purge of a member: the personal data erased for good; the member number
+    stays (its cards' ledger history names it), marked deleted, with no name or mobile."""
+    values: dict[str, Any] = {}
+    for column in members.columns:
+        if column.name in _KEPT_ON_PURGE:
+            continue
+        values[column.name] = None if column.nullable else (
+            "{}" if column.name == "custom_json" else "")
+    values["updated_at_ms"] = now_ms
+    conn.execute(update(members).where((members.c.member_id == member_id)
+                                       & (members.c.status == "deleted")).values(**values))
+
+
+def _register_bin_kind() -> None:
+    from hq_server.recycle.registry import BinKind, register
+
+    register(BinKind(kind=BIN_KIND, title="member (会员)", restore=_restore_in_bin,
+                     purge=_purge_in_bin))
+
+
+_register_bin_kind()
 
 
 def merge_members(actor: Actor, engine: Engine, survivor_id: str, merged_id: str,

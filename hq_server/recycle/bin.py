@@ -192,6 +192,19 @@ def _close(conn: Connection, actor: Actor, row: Any, state: str, now_ms: int) ->
                   place=Place(row["store"], row["region"]))
 
 
+def take_out_of_bin(conn: Connection, actor: Actor, kind: str, target_id: str,
+                    now_ms: int) -> None:
+    """Close the bin entry of a thing its own domain restored (e.g. ``PATCH`` of a member
+    back to active), inside that transaction; nothing when it is not in the bin."""
+    row = conn.execute(select(recycle_bin).where(
+        (recycle_bin.c.kind == kind) & (recycle_bin.c.target_id == target_id)
+        & (recycle_bin.c.state == "in_bin"))).mappings().first()
+    if row is not None:
+        conn.execute(update(recycle_bin).where(recycle_bin.c.entry_id == row["entry_id"])
+                     .values(state="restored", closed_at_ms=now_ms,
+                             closed_by=actor.operator))
+
+
 def restore_from_bin(engine: Engine, actor: Actor, entry_id: int, now_ms: int) -> BinEntry:
     """Bring a deleted thing back, through its domain; audited. NotInBin, NotVisible,
     Forbidden or the domain's CannotRestore otherwise (then nothing changed)."""

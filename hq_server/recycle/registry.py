@@ -66,7 +66,16 @@ def unregister(kind: str) -> None:
     _KINDS.pop(kind, None)
 
 
+#: The domain module that registers each kind HQ ships, imported when the bin first meets
+#: a thing of that kind in a process that has not loaded the domain yet (the CLI).
+DOMAIN_OF_KIND = {"member": "hq_server.members.service"}
+
+
 def kind_of(kind: str) -> BinKind:
+    if kind not in _KINDS and kind in DOMAIN_OF_KIND:
+        import importlib
+
+        importlib.import_module(DOMAIN_OF_KIND[kind])
     try:
         return _KINDS[kind]
     except KeyError:
