@@ -234,6 +234,15 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 )}
 
 
+def _canary(data: bytes) -> None:
+    """A planted bug: proves that the harness reports a crash and replays it."""
+    assert not data.startswith(b"!"), "the canary's planted bug"
+
+
+#: Not a parser: run only by tests/fuzz/test_fuzz.py to check that a finding is caught.
+CANARY = Target("canary", _canary, ())
+
+
 def corpus_inputs(name: str) -> list[tuple[Path, bytes]]:
     """The seed corpus kept in the repository for one target."""
     return [(p, p.read_bytes()) for p in sorted((CORPUS / name).iterdir()) if p.is_file()]
