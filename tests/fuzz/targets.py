@@ -5,7 +5,7 @@ refusal the parser documents (``Target.refusals``); any other exception is a cra
 a format has one encoding, what decodes must encode back to the same bytes; where it
 has several (JSON), what decodes must decode again to the same value. The targets are
 plain functions so that a finding replays in an ordinary test without atheris
-(tests/fuzz/test_findings.py) and the corpus is replayed in-process by
+(tests/fuzz/test_findings.py, where findings go) and the corpus is replayed in-process by
 tests/fuzz/test_fuzz.py.
 """
 
