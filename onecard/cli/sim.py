@@ -12,7 +12,7 @@ from onecard.cli.options import PORT
 
 
 @click.group("sim",
-              short_help="Simulated card readers (PC/SC via vpcd, PN532 on a pty).")
+              short_help="Simulated readers, I/O board and card images for benches.")
 def group() -> None:
     """Simulated hardware behind the real stacks (PC/SC via vpcd, PN532 on a pty)."""
 
@@ -68,6 +68,52 @@ def sim_pn532(dump: Path, save: bool) -> None:
     from simulators.sim_runner import run_pn532
 
     _run_until_interrupted(run_pn532, dump=dump, save=save)
+
+
+def _every(ctx, param, every: float | None) -> float | None:
+    if every is not None and not ctx.params.get("credential"):
+        raise click.BadParameter("needs the credential to present (--tag / --text)", ctx, param)
+    return every
+
+
+every_option = click.option("--every", type=click.FloatRange(min=0.05), default=None,
+                            callback=_every,
+                            help="Also present the credential every SECONDS (soak tests).")
+
+
+@group.command("idcard")
+@click.option("--tag", "credential", default=None, is_eager=True,
+              help="Default ID card (10 hex digits): an empty line or --every presents it.")
+@click.option("--framing", type=click.Choice(["line", "rdm6300", "decimal"]), default="line",
+              show_default=True, help="What the reader sends: 10 hex + CR LF, RDM6300 "
+                                      "STX/ETX frames, or 10 decimal digits.")
+@every_option
+def sim_idcard(credential: str | None, framing: str, every: float | None) -> None:
+    """A serial 125 kHz ID-card reader (EM4100) on a pty: each line on stdin is a card
+    held to it."""
+    import sys
+
+    from simulators.uid_sim import run_idcard
+
+    _run_until_interrupted(run_idcard, framing=framing, credential=credential,
+                           every=every, lines=sys.stdin)
+
+
+@group.command("qr")
+@click.option("--text", "credential", default=None, is_eager=True,
+              help="Default code: an empty line or --every scans it.")
+@click.option("--suffix", type=click.Choice(["cr", "lf", "crlf"]), default="cr",
+              show_default=True, help="What the scanner sends after the code.")
+@every_option
+def sim_qr(credential: str | None, suffix: str, every: float | None) -> None:
+    """A QR/barcode scanner in serial mode on a pty: each line on stdin is a code
+    scanned."""
+    import sys
+
+    from simulators.uid_sim import run_qr
+
+    _run_until_interrupted(run_qr, suffix={"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}[suffix],
+                           credential=credential, every=every, lines=sys.stdin)
 
 
 @group.command("ioboard")
