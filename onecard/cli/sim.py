@@ -70,6 +70,20 @@ def sim_pn532(dump: Path, save: bool) -> None:
     _run_until_interrupted(run_pn532, dump=dump, save=save)
 
 
+def _stdin_lines():
+    """Stdin's lines, unless stdin is the terminal of a job in the background (reading
+    it would stop the simulator with SIGTTIN): then only ``--every`` presents."""
+    import os
+    import sys
+
+    try:
+        if sys.stdin.isatty() and os.tcgetpgrp(sys.stdin.fileno()) != os.getpgrp():
+            return None
+    except (OSError, ValueError):
+        return None
+    return sys.stdin
+
+
 def _every(ctx, param, every: float | None) -> float | None:
     if every is not None and not ctx.params.get("credential"):
         raise click.BadParameter("needs the credential to present (--tag / --text)", ctx, param)
@@ -91,12 +105,10 @@ every_option = click.option("--every", type=click.FloatRange(min=0.05), default=
 def sim_idcard(credential: str | None, framing: str, every: float | None) -> None:
     """A serial 125 kHz ID-card reader (EM4100) on a pty: each line on stdin is a card
     held to it."""
-    import sys
-
     from simulators.uid_sim import run_idcard
 
     _run_until_interrupted(run_idcard, framing=framing, credential=credential,
-                           every=every, lines=sys.stdin)
+                           every=every, lines=_stdin_lines())
 
 
 @group.command("qr")
@@ -108,12 +120,10 @@ def sim_idcard(credential: str | None, framing: str, every: float | None) -> Non
 def sim_qr(credential: str | None, suffix: str, every: float | None) -> None:
     """A QR/barcode scanner in serial mode on a pty: each line on stdin is a code
     scanned."""
-    import sys
-
     from simulators.uid_sim import run_qr
 
     _run_until_interrupted(run_qr, suffix={"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}[suffix],
-                           credential=credential, every=every, lines=sys.stdin)
+                           credential=credential, every=every, lines=_stdin_lines())
 
 
 @group.command("ioboard")

@@ -91,3 +91,38 @@ def test_the_image_loads_in_sim_pn532(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
+
+
+def test_the_guides_bench_card_command_works_with_the_guides_example_config(tmp_path):
+    """docs/deploy-terminal.md's `sim card --issue` line, run as written against its own
+    example config: the card it makes is let in by that config's gate."""
+    import re as regex
+    import shlex
+    from pathlib import Path
+
+    from protocol.terminal_config import parse_config
+    from terminal_fw.tap import IntentJournal, TapRunner
+
+    guide = (Path(__file__).parents[2] / "docs" / "deploy-terminal.md").read_text()
+    example = regex.search(r"```json\n(\{\"version\".*?)```", guide, regex.S).group(1)
+    line = regex.search(r"^onecard sim card --issue .*$", guide, regex.M).group(0)
+    (tmp_path / "config.json").write_text(example)
+    (tmp_path / "site" / "hq").mkdir(parents=True)
+    (tmp_path / "site" / "hq" / "card-keys.json").write_text(json.dumps(keys_to_json(KEYS)))
+    args = [a.replace("site/", f"{tmp_path}/site/").replace("config.json",
+                                                           str(tmp_path / "config.json"))
+            .replace("card.mfd", str(tmp_path / "card.mfd")) for a in shlex.split(line)[1:]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    card = MifareClassic1K.from_mfd((tmp_path / "card.mfd").read_bytes())
+    gate = make_runner(None)
+    config = parse_config(json.loads(example))
+    from datetime import datetime, timedelta, timezone
+
+    beijing = timezone(timedelta(hours=8))  # tomorrow 10:00, when the example is open
+    day = datetime.now(beijing).date() + timedelta(days=1)
+    at = datetime(day.year, day.month, day.day, 10, tzinfo=beijing).timestamp()
+    gate = TapRunner(gate.identity, gate.outbox, IntentJournal(gate.outbox, clock=lambda: at),
+                     KEYS, config=lambda: config, denylist=frozenset, offline=lambda: False,
+                     clock=lambda: at)
+    assert tap(gate, card).ok
