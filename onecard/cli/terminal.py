@@ -158,6 +158,9 @@ def _uid_readers(given: tuple[str, ...]) -> list[dict[str, str]]:
                    "enrolled terminals use mutual TLS.")
 @click.option("--pcsc-entry", default=None, help="PC/SC entry reader name or prefix.")
 @click.option("--pcsc-exit", default=None, help="PC/SC exit reader name or prefix.")
+@click.option("--pn532-entry", default=None,
+              help="PN532 entry reader's serial port (e.g. /dev/serial0).")
+@click.option("--pn532-exit", default=None, help="PN532 exit reader's serial port.")
 @click.option("--uid-reader", "uid_readers", multiple=True,
               help="Serial UID reader PORT:KIND (KIND em4100 or qr); repeatable.")
 @click.option("--mock-gpio", is_flag=True, help="gpiozero mock pins (no Raspberry Pi).")
@@ -167,6 +170,7 @@ def _uid_readers(given: tuple[str, ...]) -> list[dict[str, str]]:
 def terminal_run(settings_file: Path | None, secrets_dir: Path | None, data_dir: Path | None,
                  role: str | None, broker_host: str | None, broker_port: int | None,
                  broker_password: str | None, pcsc_entry: str | None, pcsc_exit: str | None,
+                 pn532_entry: str | None, pn532_exit: str | None,
                  uid_readers: tuple[str, ...], mock_gpio: bool, admit_timeout: float | None,
                  events: bool) -> None:
     """Run the terminal (gate, handheld or kiosk) from its enrolled identity."""
@@ -175,7 +179,8 @@ def terminal_run(settings_file: Path | None, secrets_dir: Path | None, data_dir:
     overrides = {"secrets_dir": secrets_dir, "data_dir": data_dir, "role": role,
                  "broker_host": broker_host, "broker_port": broker_port,
                  "broker_password": broker_password, "pcsc_entry": pcsc_entry,
-                 "pcsc_exit": pcsc_exit, "admit_timeout_s": admit_timeout}
+                 "pcsc_exit": pcsc_exit, "pn532_entry": pn532_entry,
+                 "pn532_exit": pn532_exit, "admit_timeout_s": admit_timeout}
     if uid_readers:
         overrides["uid_readers"] = _uid_readers(uid_readers)
     if mock_gpio:

@@ -1,10 +1,15 @@
-"""The reader loops: PC/SC readers and serial UID readers feed the role.
+"""The reader loops: PC/SC readers, PN532 boards and serial UID readers feed the role.
 
 Each loop runs on a thread of the terminal. A card arriving on a PC/SC reader becomes a
 link handed to ``role.on_card(link, direction)``; the link is closed afterwards unless
 the role held the card for a UI (:meth:`terminal_fw.runtime.terminal.Runtime.hold`),
 in which case the card's leaving the reader ends that session. A credential read on a
 serial reader goes to ``role.on_uid(kind, value)``.
+
+A PN532 has no reader daemon watching its field: its loop waits for a card, offers it to
+the role like a PC/SC card, then watches for the card leaving, except while a UI holds
+the card (the UI alone talks to the chip then; its next card operation fails if the card
+has left).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class ReaderLoops:
         names = [n for n in (s.pcsc_entry, s.pcsc_exit) if n]
         if names:
             self.rt.spawn(lambda: self._pcsc_loop(names), "pcsc")
+        for direction, port in (("entry", s.pn532_entry), ("exit", s.pn532_exit)):
+            if port:
+                self.rt.spawn(lambda p=port, d=direction: self._pn532_loop(p, d),
+                              f"pn532-{direction}")
         for spec in s.uid_readers:
             self.rt.spawn(lambda spec=spec: self._serial_loop(spec), f"uid-{spec.get('port')}")
 
@@ -79,6 +88,41 @@ class ReaderLoops:
                         log.exception("tap on %s failed", event.reader)
         readers.close()
 
+    def _pn532_loop(self, port: str, direction: str) -> None:
+        from terminal_fw.readers.pn532 import Pn532
+
+        rt = self.rt
+        name, reader = f"pn532:{direction}", f"pn532:{port}"
+        stop = rt.stopping
+        chip = Pn532(port)
+        while not stop.is_set():
+            try:
+                chip.open()
+                rt.readers[name] = "ok"
+                while not stop.is_set():
+                    link = chip.wait_for_card(0.5)
+                    if link is None:
+                        continue
+                    link = _ClosableLink(link)
+                    with rt.sessions.offered(link, reader):
+                        try:
+                            rt.role.on_card(link, direction)
+                        except ReaderError as exc:
+                            rt.emit("refused", reason=f"reader error: {exc}", reader=reader)
+                        except Exception:
+                            log.exception("tap on %s failed", reader)
+                    while not stop.is_set() and rt.sessions.held(reader) is not None:
+                        stop.wait(0.2)  # a UI holds the card: it alone talks to the chip
+                    while not stop.is_set() and not chip.wait_for_removal(0.5):
+                        pass
+                    rt.sessions.card_left(reader)
+            except ReaderError as exc:
+                rt.readers[name] = "absent"
+                log.warning("%s (%s): %s", name, port, exc)
+                chip.close()
+                stop.wait(2.0)
+        chip.close()
+
     def _serial_loop(self, spec: dict[str, Any]) -> None:
         from terminal_fw.readers.serial_uid import SerialUidReader
 
@@ -104,3 +148,20 @@ class ReaderLoops:
                 stop.wait(2.0)
             finally:
                 reader.close()
+
+
+class _ClosableLink:
+    """A PN532 card link as the session bookkeeping closes it: closing releases the card
+    (InRelease) so the next tap starts clean."""
+
+    def __init__(self, link: Any) -> None:
+        self._link = link
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._link, name)
+
+    def close(self) -> None:
+        try:
+            self._link.chip.release()
+        except ReaderError:
+            pass  # the card or the reader is gone: nothing to release

@@ -47,6 +47,9 @@ class RuntimeSettings:
     broker_password: str | None = None  # password broker (development); else mutual TLS
     pcsc_entry: str | None = None  # reader name or prefix
     pcsc_exit: str | None = None
+    #: PN532 boards on a serial port (/dev/serial0 on the Pi's UART, a USB-serial adapter)
+    pn532_entry: str | None = None
+    pn532_exit: str | None = None
     uid_readers: list[dict[str, Any]] = field(default_factory=list)  # {port, kind, baudrate}
     gpio: dict[str, Any] | None = None  # GateWiring fields, or {"mock": true}
     #: The gate's door: "gpio" (the Pi's own pins, gpiozero) or "ioboard" (the RP2040
@@ -75,6 +78,7 @@ class RuntimeSettings:
             "broker_host": b.get("host"), "broker_port": b.get("port"),
             "broker_password": os.environ.get(b["password_env"]) if b.get("password_env") else None,
             "pcsc_entry": r.get("pcsc_entry"), "pcsc_exit": r.get("pcsc_exit"),
+            "pn532_entry": r.get("pn532_entry"), "pn532_exit": r.get("pn532_exit"),
             "uid_readers": list(r.get("uid", [])), "gpio": data.get("gpio"),
             "gate_io": t.get("gate_io", "ioboard" if "ioboard" in data else "gpio"),
             "ioboard": data.get("ioboard"),
