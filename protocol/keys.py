@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
@@ -188,3 +189,24 @@ def trailer(key_a: bytes, key_b: bytes, conditions: AccessConditions = ONECARD_A
     if len(key_a) != 6 or len(key_b) != 6:
         raise ValueError("MIFARE Classic keys are 6 bytes")
     return key_a + encode_access_bits(conditions) + key_b
+
+
+# --- the card key document: what HQ hands a terminal (``hq card-keys``) -----------------
+
+
+def keys_to_json(keys: ChainKeys) -> dict[str, Any]:
+    """The card key document (JSON) HQ hands to terminals and the bench tools read."""
+    return {"chain_id": keys.chain_id, "read_master": keys.read_master.hex(),
+            "write_master": keys.write_master.hex() if keys.write_master else None,
+            "mac_master": keys.mac_master.hex()}
+
+
+def keys_from_json(data: dict[str, Any]) -> ChainKeys:
+    """Parse a key document; ValueError with the reason when it is not one."""
+    try:
+        write = data.get("write_master")
+        return ChainKeys(int(data["chain_id"]), bytes.fromhex(data["read_master"]),
+                         bytes.fromhex(write) if write else None,
+                         bytes.fromhex(data["mac_master"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a card key document: {exc!r}") from None

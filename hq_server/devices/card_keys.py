@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from protocol.keys import ChainKeys
+from protocol.keys import ChainKeys, keys_from_json, keys_to_json
 
 #: The masters each role receives: "write" = read + write + MAC, "read" = read + MAC.
 ROLE_KEYS = {"gate": "write", "handheld": "write", "kiosk": "write", "display": "read"}
@@ -29,23 +29,6 @@ ROLE_KEYS = {"gate": "write", "handheld": "write", "kiosk": "write", "display": 
 
 class CardKeysMissing(RuntimeError):
     """HQ holds no card keys: enrolment cannot hand any to a terminal."""
-
-
-def keys_to_json(keys: ChainKeys) -> dict[str, Any]:
-    return {"chain_id": keys.chain_id, "read_master": keys.read_master.hex(),
-            "write_master": keys.write_master.hex() if keys.write_master else None,
-            "mac_master": keys.mac_master.hex()}
-
-
-def keys_from_json(data: dict[str, Any]) -> ChainKeys:
-    """Parse a key document; ValueError with the reason when it is not one."""
-    try:
-        write = data.get("write_master")
-        return ChainKeys(int(data["chain_id"]), bytes.fromhex(data["read_master"]),
-                         bytes.fromhex(write) if write else None,
-                         bytes.fromhex(data["mac_master"]))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"not a card key document: {exc!r}") from None
 
 
 class CardKeyring:

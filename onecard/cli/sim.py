@@ -174,7 +174,7 @@ def sim_card(issue_flag: bool, card_id: str, card_product: str, keys_file: Path,
              visits: tuple[tuple[str, int], ...], out: Path) -> None:
     """Make the image of an issued member card for bench tests (load it with
     `sim pcsc --card` or `sim pn532 --card`)."""
-    from simulators.card_image import CardImageError, issue_card, load_card_keys, load_store_config
+    from onecard.card_image import CardImageError, issue_card, load_card_keys, load_store_config
 
     if not issue_flag:
         raise click.UsageError("say --issue: the card is made by issuing a blank one")

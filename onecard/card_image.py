@@ -40,7 +40,7 @@ class IssuedCard:
 def load_card_keys(path: Path) -> ChainKeys:
     """The chain's card keys from a key document: ``site/hq/card-keys.json`` (made by
     ``onecard hq card-keys init``) or a terminal's ``chain_keys.json`` (same format)."""
-    from hq_server.devices.card_keys import keys_from_json
+    from protocol.keys import keys_from_json
 
     try:
         keys = keys_from_json(json.loads(Path(path).read_text()))
