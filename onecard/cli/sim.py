@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from onecard.cli.options import PORT
+from onecard.cli.options import PORT, BoundedFloat
+from protocol.money import MAX_FEN
 
 
 @click.group("sim",
@@ -90,7 +91,7 @@ def _every(ctx, param, every: float | None) -> float | None:
     return every
 
 
-every_option = click.option("--every", type=click.FloatRange(min=0.05), default=None,
+every_option = click.option("--every", type=BoundedFloat(0.05, 24 * 3600), default=None,
                             callback=_every,
                             help="Also present the credential every SECONDS (soak tests).")
 
@@ -163,7 +164,7 @@ def _visits(ctx, param, given: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="The store's config document (as `hq push-config` takes it).")
 @click.option("--uid", default="11223344", show_default=True, help="4-byte card UID, hex.")
-@click.option("--opening-fen", type=click.IntRange(min=0), default=None,
+@click.option("--opening-fen", type=click.IntRange(0, MAX_FEN), default=None,
               help="Open the purse (开户) with this amount in fen.")
 @click.option("--visits", multiple=True, callback=_visits,
               help="Sell visits PRODUCT[:PACKAGES] (充次); repeatable.")

@@ -97,22 +97,22 @@ class GateRole(Role):
         rule = self.host.current_config().gate.not_taken
         spent = entry_spent(report.outcome, rule)
         owed = paid is not None and paid.intent is not None and spent is False
+        if owed:  # settled first: whoever hears of the passage may tap again at once
+            assert paid is not None and paid.intent is not None
+            self.host.passage_settled(paid.intent.id[:INTENT_PREFIX], owed=True)
         self.host.emit("passage", ref=report.ref, outcome=report.outcome.value,
                        reason=report.reason, card=card, late=report.late, entry_owed=owed,
                        records=[s.record.seq for s in paid.records] if paid else [])
-        if owed:
-            assert paid is not None and paid.intent is not None
-            self.host.passage_settled(paid.intent.id[:INTENT_PREFIX], owed=True)
 
     def _late_report(self, report: PassageReport) -> None:
         """The board reported a passage after its opening was given up on (a cable
         fault, a timeout, the terminal's restart): settle the entry by the report."""
         spent = entry_spent(report.outcome, self.host.current_config().gate.not_taken)
+        if spent is not None:
+            self.host.passage_settled(report.ref[:INTENT_PREFIX], owed=not spent)
         self.host.emit("passage", ref=report.ref, outcome=report.outcome.value,
                        reason=report.reason, card=None, late=True, entry_owed=spent is False,
                        records=[])
-        if spent is not None:
-            self.host.passage_settled(report.ref[:INTENT_PREFIX], owed=not spent)
 
     def open_by_operator(self, operator: str) -> None:
         self.host.emit("gate_open", direction="entry", card=None, by=operator, free=True)

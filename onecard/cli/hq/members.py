@@ -176,10 +176,12 @@ def member_show(db: str, member_id: str, as_json: bool) -> None:
 @click.option("--joined-from", default=None, help="YYYY-MM-DD")
 @click.option("--joined-to", default=None, help="YYYY-MM-DD")
 @click.option("--birth-month", type=click.IntRange(1, 12), default=None)
-@click.option("--spend-min", "spend_min_fen", type=click.IntRange(0), default=None, help="fen")
-@click.option("--spend-max", "spend_max_fen", type=click.IntRange(0), default=None, help="fen")
-@click.option("--visits-min", type=click.IntRange(0), default=None)
-@click.option("--visits-max", type=click.IntRange(0), default=None)
+@click.option("--spend-min", "spend_min_fen", type=click.IntRange(0, 2**62), default=None,
+              help="fen")
+@click.option("--spend-max", "spend_max_fen", type=click.IntRange(0, 2**62), default=None,
+              help="fen")
+@click.option("--visits-min", type=click.IntRange(0, 2**31 - 1), default=None)
+@click.option("--visits-max", type=click.IntRange(0, 2**31 - 1), default=None)
 @click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
 def member_find(db: str, text: str | None, card: str | None,
                 limit: int, **filters: Any) -> None:
@@ -203,7 +205,7 @@ def member_find(db: str, text: str | None, card: str | None,
 @hq_member.command("edit")
 @db_option
 @click.argument("member_id")
-@click.option("--version", type=click.IntRange(1), default=None,
+@click.option("--version", type=click.IntRange(1, 2**31 - 1), default=None,
               help="The version you looked at (from show); refused if it changed since. "
                    "Without it the edit applies to the member as it is now.")
 @_profile_options
