@@ -166,6 +166,19 @@ def _same_result(a: CardWrite, b: CardWrite) -> bool:
     return result(a) == result(b)
 
 
+def _followed(write: CardWrite, previous: list[tuple[int, dict[str, int]]]) -> list[dict[str, int]]:
+    """Copies of the visits of each earlier state ``write`` can have started from: those
+    its purse and its visits before agree with, else those its purse agrees with, else
+    the first (the line is broken there, and an anomaly says so)."""
+    before: dict[str, int] = {}
+    for e in write.events:
+        if e.product:
+            before.setdefault(e.product, e.visits_before)
+    by_purse = [v for p, v in previous if p == write.purse_before]
+    fits = [v for v in by_purse if all(v.get(k, 0) == n for k, n in before.items())]
+    return [dict(v) for v in (fits or by_purse or [previous[0][1]])]
+
+
 def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView,
                    denylisted: Iterable[DenylistPeriod] = ()) -> CardReport:
     """Compare a card's records with each other, with its ledger and its denylist history."""
@@ -239,10 +252,12 @@ def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView
                         "low", f"purse shows {w.purse_before} fen at counter {counter}, "
                         f"{min(purses) - w.purse_before} less than the records say",
                         {"record": e.evidence(), "explained_fen": purses}))
-            # Go on from the previous write this one followed (its purse says which),
-            # not from whichever came first: after an unconfirmed write that never
-            # landed, the line goes on from the write that did.
-            visits = dict(next((v for p, v in previous if p == w.purse_before), previous[0][1]))
+            # Go on from the previous write(s) this one followed (its purse and visits
+            # before say which), not from whichever came first: after an unconfirmed
+            # write that never landed, the line goes on from the write that did. When
+            # several fit (a visit and a debit of an empty purse both leave purse 0,
+            # and a top-up follows), all of them go on: a later write tells them apart.
+            starts = _followed(w, previous)
             for ev in w.events:
                 if not ev.product:
                     continue
@@ -263,8 +278,11 @@ def reconcile_card(card_id: str, events: Iterable[CardEvent], ledger: LedgerView
                             f"card shows {ev.visits_before} visits of {ev.product} at counter "
                             f"{counter}, fewer than the records say",
                             {"record": ev.evidence(), "explained_visits": options}))
-                visits[ev.product] = ev.visits_after
-            nxt.append((w.purse_after, visits))
+                for visits in starts:
+                    visits[ev.product] = ev.visits_after
+            for visits in starts:
+                if (w.purse_after, visits) not in nxt:
+                    nxt.append((w.purse_after, visits))
         previous, previous_counter = nxt, counter
     visits_now = previous[-1][1]
 

@@ -168,6 +168,21 @@ def test_the_value_line_goes_on_from_the_write_that_landed_not_the_unconfirmed_o
     assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
 
 
+def test_the_value_line_goes_on_from_the_write_that_landed_when_both_leave_the_same_purse():
+    """Found by the simulator (seed 3767): an unconfirmed visit that never landed and a
+    debit of an empty purse share counter 9, and both leave the purse at 0, so the purse
+    cannot tell which the next write (a top-up, no visits) followed. The visit after it
+    starts from the visits the debit left; the line must keep both possibilities."""
+    events = [SOLD, ev("g2", 1, 2, visits=(5, 4), flags=int(Flag.UNCONFIRMED_CARD_WRITE), t=10),
+              ev("t1", 1, 2, Operation.DEBIT, product="", t=20),
+              ev("k1", 1, 3, Operation.RECHARGE, purse=(0, 500), product="", t=30),
+              ev("g1", 1, 4, purse=(500, 500), visits=(5, 4), t=40)]
+    assert kinds(reconcile_card("M1", events, LedgerView())) == [("unconfirmed_write", "low")]
+    # A visit count neither write left is still a forged top-up.
+    forged = [*events[:4], ev("g1", 1, 4, purse=(500, 500), visits=(6, 5), t=40)]
+    assert ("forged_topup", "high") in kinds(reconcile_card("M1", forged, LedgerView()))
+
+
 def test_use_after_the_loss_report_is_a_late_denylist_hit():
     lost_at = T0 + 2500
     events = [SOLD, ev("g1", 1, 2, visits=(5, 4)), ev("g1", 2, 3, visits=(4, 3), flags=1),
