@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -35,12 +36,33 @@ from terminal_fw.tap import Recorder
 STORES = ["sqlite", "postgresql"]
 
 
+_MIGRATED_SQLITE: list[Path] = []
+
+
+def _migrated_sqlite_copy(url: str) -> str:
+    """``url``'s file made a copy of a fully migrated database (migrated once per process):
+    running a dozen migrations for every test's fresh SQLite file cost more than the tests.
+    Migrations themselves are tested from an empty file (test_ledger_migrations)."""
+    import shutil
+    import tempfile
+
+    from hq_server.db.engine import open_engine
+
+    if not _MIGRATED_SQLITE:
+        template = Path(tempfile.mkdtemp(prefix="onecard-hq-template-")) / "hq.db"
+        open_engine(f"sqlite:///{template}").dispose()
+        _MIGRATED_SQLITE.append(template)
+    shutil.copyfile(_MIGRATED_SQLITE[0], url.removeprefix("sqlite:///"))
+    return url
+
+
 def store_engine(request: pytest.FixtureRequest):
     """The HQ engine for ``request.param`` (one of :data:`STORES`), fully migrated."""
     from hq_server.db.engine import open_engine
 
-    return open_engine(request.getfixturevalue(
-        "sqlite_url" if request.param == "sqlite" else "pg_url"))
+    if request.param == "sqlite":
+        return open_engine(_migrated_sqlite_copy(request.getfixturevalue("sqlite_url")))
+    return open_engine(request.getfixturevalue("pg_url"))
 
 
 def url_of(engine) -> str:
