@@ -12,8 +12,9 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -200,3 +201,16 @@ def refusals() -> Iterator[None]:
         raise click.ClickException(f"{exc}; show it again and retry") from None
     except (Forbidden, OperatorError, AuthenticationFailed, SignInThrottled) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def each_page(fetch: Callable[[str | None, int], Any], limit: int | None = None) -> Iterator[Any]:
+    """Every item of a cursor-paginated list (``fetch(cursor, n)`` answers a page with
+    ``items`` and ``next_cursor``), at most ``limit`` of them, 200 a page."""
+    cursor, shown = None, 0
+    while limit is None or shown < limit:
+        page = fetch(cursor, 200 if limit is None else min(200, limit - shown))
+        yield from page.items
+        shown += len(page.items)
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor

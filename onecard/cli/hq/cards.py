@@ -10,6 +10,7 @@ from onecard.cli.options import (
     authorised,
     current_actor,
     db_option,
+    each_page,
     optional_when_ms,
 )
 from protocol.money import MAX_FEN
@@ -159,19 +160,14 @@ def hq_card_list(db: str, actor, state: str | None, store: str | None,
     from hq_server.cards.registry import list_cards
     from hq_server.db.engine import open_engine
 
-    engine, cursor, shown = open_engine(db), None, 0
-    while shown < limit:
-        want = min(200, limit - shown)
-        page = _card_refusals(lambda c=cursor, n=want: list_cards(
-            engine, actor, state=state, store=store, member=member, product=product,
-            cursor=c, limit=n))
-        for c in page.items:
-            click.echo(f"{c['card_id']:<18} {c['state']:<9} {c['product'] or '-':<14} "
-                       f"{c['issuing_store'] or '-':<14} {c['member_id'] or '-'}")
-        shown += len(page.items)
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
+    engine, shown = open_engine(db), 0
+    pages = each_page(lambda cursor, n: _card_refusals(lambda: list_cards(
+        engine, actor, state=state, store=store, member=member, product=product,
+        cursor=cursor, limit=n)), limit)
+    for c in pages:
+        click.echo(f"{c['card_id']:<18} {c['state']:<9} {c['product'] or '-':<14} "
+                   f"{c['issuing_store'] or '-':<14} {c['member_id'] or '-'}")
+        shown += 1
     click.echo(f"{shown} cards")
 
 

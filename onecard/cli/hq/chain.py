@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from onecard.cli.options import MAX_DOCUMENT_BYTES, actor_option, db_option
+from onecard.cli.options import MAX_DOCUMENT_BYTES, actor_option, db_option, each_page
 
 #: The version an edit is based on (HQ stores it in a 32-bit integer).
 VERSION = click.IntRange(1, 2**31 - 1)
@@ -227,17 +227,13 @@ def store_list(db: str, actor, region: str | None, status: str | None) -> None:
     from hq_server.chain.stores import list_stores
     from hq_server.db.engine import open_engine
 
-    engine, cursor, count = open_engine(db), None, 0
-    while True:
-        page = _refusals(lambda c=cursor: list_stores(engine, actor, region=region,
-                                                      status=status, cursor=c, limit=200))
-        for s in page.items:
-            click.echo(f"{s['store_id']:<16} {s['region'] or '-':<12} {s['status']:<7} "
-                       f"v{s['version']:<4} {s['name']}")
-        count += len(page.items)
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
+    engine, count = open_engine(db), 0
+    pages = each_page(lambda cursor, n: _refusals(lambda: list_stores(
+        engine, actor, region=region, status=status, cursor=cursor, limit=n)))
+    for s in pages:
+        click.echo(f"{s['store_id']:<16} {s['region'] or '-':<12} {s['status']:<7} "
+                   f"v{s['version']:<4} {s['name']}")
+        count += 1
     click.echo(f"{count} stores")
 
 
